@@ -33,13 +33,21 @@ def random_scene(seed: int, porous: bool = True) -> Scene:
     b = PrimitiveBuilder()
     for _ in range(40):
         x, y = rng.uniform(-40, 40, 2)
-        b.cylinder((x, y, 0), (x + rng.normal(0, 1), y, rng.uniform(3, 15)), rng.uniform(0.1, 0.6),
-                   Label.TRUNK)
+        b.cylinder(
+            (x, y, 0),
+            (x + rng.normal(0, 1), y, rng.uniform(3, 15)),
+            rng.uniform(0.1, 0.6),
+            Label.TRUNK,
+        )
         dens = rng.uniform(0.3, 1.5) if porous else np.inf
         b.ellipsoid((x, y, rng.uniform(5, 15)), rng.uniform(1, 4, 3), Label.FOLIAGE, dens)
     for _ in range(15):
-        b.box((*rng.uniform(-40, 40, 2), rng.uniform(1, 5)), rng.uniform(0.2, 6, 3),
-              rng.uniform(-np.pi, np.pi), Label.BUILDING)
+        b.box(
+            (*rng.uniform(-40, 40, 2), rng.uniform(1, 5)),
+            rng.uniform(0.2, 6, 3),
+            rng.uniform(-np.pi, np.pi),
+            Label.BUILDING,
+        )
     slope = HeightField(-60, -60, 2.0, 0.05 * np.arange(61)[None, :] * 2 + np.zeros((61, 61)))
     return b.build(terrain=slope)
 
@@ -179,8 +187,6 @@ def test_bad_rays_rejected():
     with pytest.raises(ValueError, match="dirs"):
         cast_rays(Scene(), np.zeros(3), np.zeros((3, 2)), 10.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="finite"):
-        cast_rays(Scene(), np.zeros(3), np.array([[np.nan, 0, 1]]), 10.0,
-                  np.random.default_rng(0))
+        cast_rays(Scene(), np.zeros(3), np.array([[np.nan, 0, 1]]), 10.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="increasing"):
-        cast_scan(Scene(), np.zeros(3), np.eye(3), VLP16[::-1], 10, 10.0,
-                  np.random.default_rng(0))
+        cast_scan(Scene(), np.zeros(3), np.eye(3), VLP16[::-1], 10, 10.0, np.random.default_rng(0))

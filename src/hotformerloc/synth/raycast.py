@@ -115,8 +115,14 @@ def _prim_table(scene: Scene) -> dict[str, np.ndarray]:
         lab.append(b.label)
     if not lo:
         z = np.zeros((0, 3))
-        return {"lo": z, "hi": z, "kind": np.zeros(0, np.int8), "idx": np.zeros(0, np.int64),
-                "density": np.zeros(0, np.float32), "label": np.zeros(0, np.int16)}
+        return {
+            "lo": z,
+            "hi": z,
+            "kind": np.zeros(0, np.int8),
+            "idx": np.zeros(0, np.int64),
+            "density": np.zeros(0, np.float32),
+            "label": np.zeros(0, np.int16),
+        }
     return {
         "lo": np.concatenate(lo).astype(np.float64),
         "hi": np.concatenate(hi).astype(np.float64),
@@ -223,8 +229,9 @@ def _pair_events(
             rr = r[sel]
             pp = p[sel]
             o = origins[rr] if origins.ndim == 2 else np.broadcast_to(origins, (len(rr), 3))
-            tin, tout, ok = chord(scene, table["idx"][pp], o.astype(np.float64),
-                                  dirs[rr].astype(np.float64))
+            tin, tout, ok = chord(
+                scene, table["idx"][pp], o.astype(np.float64), dirs[rr].astype(np.float64)
+            )
             tin = np.maximum(tin, 0.0)
             ok &= (tout > _EPS) & (tin < max_range)
             rr, pp, tin, tout = rr[ok], pp[ok], tin[ok], np.minimum(tout[ok], max_range)
@@ -248,8 +255,12 @@ def _pair_events(
                 out_s.append(np.zeros(keep.sum(), bool))
     if not out_r:
         return (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int16), np.zeros(0, bool))
-    return (np.concatenate(out_r), np.concatenate(out_t), np.concatenate(out_l),
-            np.concatenate(out_s))
+    return (
+        np.concatenate(out_r),
+        np.concatenate(out_t),
+        np.concatenate(out_l),
+        np.concatenate(out_s),
+    )
 
 
 # --------------------------------------------------------------------------- terrain, voxels
@@ -280,6 +291,8 @@ def _terrain_hits(
     if not len(cand):
         return out
     o, d, t0, t1 = o[cand], dirs[cand], t0[cand], t1[cand]
+    # bracket spacing of at most ~0.5 m along the longest candidate interval
+    steps = int(np.clip(np.ceil((t1 - t0).max() / 0.5), 2, steps))
     ts = t0[:, None] + (t1 - t0)[:, None] * np.linspace(0.0, 1.0, steps + 1)[None, :]
     pz = o[:, 2:3] + d[:, 2:3] * ts
     below = pz <= hf.height(o[:, 0:1] + d[:, 0:1] * ts, o[:, 1:2] + d[:, 1:2] * ts)
@@ -498,8 +511,17 @@ def cast_rays(
     n = len(dirs)
     table = _prim_table(scene)
     if len(table["kind"]) == 0 or n == 0:
-        ev = _pair_events(scene, table, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                          origins, dirs, max_range, _seed(rng), max_returns)
+        ev = _pair_events(
+            scene,
+            table,
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            origins,
+            dirs,
+            max_range,
+            _seed(rng),
+            max_returns,
+        )
         return _finish(scene, origins, dirs, max_range, ev, max_returns, min_separation)
     o = np.broadcast_to(origins, (n, 3)) if origins.ndim == 1 else origins
     zlo, zhi = table["lo"][:, 2].min(), table["hi"][:, 2].max()
@@ -545,8 +567,9 @@ def cast_rays(
     keep = np.all((seg_lo[ray] <= table["hi"][prim]) & (seg_hi[ray] >= table["lo"][prim]), 1)
     ray, prim = ray[keep], prim[keep]
     srt = np.lexsort((prim, ray))
-    ev = _pair_events(scene, table, ray[srt], prim[srt], origins, dirs, max_range, _seed(rng),
-                      max_returns)
+    ev = _pair_events(
+        scene, table, ray[srt], prim[srt], origins, dirs, max_range, _seed(rng), max_returns
+    )
     return _finish(scene, origins, dirs, max_range, ev, max_returns, min_separation)
 
 
@@ -562,7 +585,11 @@ def scan_directions(
     az = 2 * np.pi * np.arange(n_cols) / n_cols
     ce = np.cos(el)[None, :]
     d = np.stack(
-        [np.cos(az)[:, None] * ce, np.sin(az)[:, None] * ce, np.broadcast_to(np.sin(el), (n_cols, len(el)))],
+        [
+            np.cos(az)[:, None] * ce,
+            np.sin(az)[:, None] * ce,
+            np.broadcast_to(np.sin(el), (n_cols, len(el))),
+        ],
         -1,
     ).reshape(-1, 3)
     return d if rotation is None else d @ np.asarray(rotation, np.float64).T

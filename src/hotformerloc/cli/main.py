@@ -1,0 +1,215 @@
+"""The ``hotformerloc`` command line.
+
+``OMP_WAIT_POLICY=PASSIVE`` is set before anything imports torch: on a shared 2-core
+machine OpenMP spin-waiting slows small ops 30-80x.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from hotformerloc import __version__
+
+app = typer.Typer(
+    name="hotformerloc",
+    help="Lidar place recognition across ground and aerial views (HOTFormerLoc).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"hotformerloc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Lidar place recognition across ground and aerial views (HOTFormerLoc)."""
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Versions, threads and compute device."""
+    import numpy
+    import torch
+
+    cuda = torch.cuda.is_available()
+    data = {
+        "hotformerloc": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "device": "cuda" if cuda else "cpu",
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
+    }
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table(show_header=False, box=None)
+    for k, v in data.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def _progress() -> tuple[Progress, callable]:  # type: ignore[valid-type]
+    bar = Progress(
+        TextColumn("[bold]{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return bar, update
+
+
+def _generate(
+    preset: str | None, config: Path | None, out: Path, seed: int | None, workers: int | None
+) -> None:
+    from hotformerloc.synth.config import load_generator_config
+    from hotformerloc.synth.generate import generate as run_generate
+    from hotformerloc.synth.generate import workers_default
+
+    cfg = load_generator_config(preset, config, seed)
+    bar, update = _progress()
+    t0 = time.perf_counter()
+    with bar:
+        res = run_generate(cfg, out, workers or workers_default(), update)
+    dt = time.perf_counter() - t0
+    table = Table(title=f"benchmark in {out}")
+    for col in ("world", "sequence / split", "submaps"):
+        table.add_column(col)
+    for world, c in res.counts.items():
+        for k, v in c.items():
+            table.add_row(world, k, str(v))
+    console.print(table)
+    rt = Table(title="revisits of ground test queries")
+    for col in ("world", "queries", "aerial <= r", "ground <= r", "r (m)", "max nearest ground"):
+        rt.add_column(col)
+    for world, r in res.revisits.items():
+        mg = r["max_nearest_ground"]
+        rt.add_row(
+            world,
+            str(r["queries"]),
+            str(r["with_aerial_within"]),
+            str(r["with_ground_within"]),
+            str(r["radius"]),
+            "-" if mg is None else f"{mg:.1f}",
+        )
+    console.print(rt)
+    total = res.generated + res.skipped_existing
+    console.print(
+        f"{res.generated} submaps generated, {res.skipped_existing} already present, "
+        f"{res.discarded} discarded (too few points) in {dt:.1f} s "
+        f"({res.generated / max(dt, 1e-9):.1f} submaps/s); {total} on disk; "
+        f"manifest: {res.manifest}"
+    )
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    preset: Annotated[
+        str | None, typer.Option(help="Preset: demo, small or large (default demo).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (overlays the preset).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> None:
+    """Generate a synthetic ground/aerial place-recognition benchmark (resumable)."""
+    _generate(preset, config, out, seed, workers)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> None:
+    """The main job on the embedded default: generate (or reuse) the demo benchmark."""
+    _generate("demo", None, out / "benchmark", None, workers)
+
+
+def entrypoint() -> None:
+    """Console-script entry: user errors become one clear line and exit code 2."""
+    from hotformerloc.config import ConfigError
+
+    try:
+        from hotformerloc.io import PointCloudError
+
+        user_errors: tuple[type[BaseException], ...] = (ConfigError, PointCloudError, UserError)
+    except ImportError:  # pragma: no cover
+        user_errors = (ConfigError, UserError)
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except user_errors as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow] (finished files are kept; rerun to resume)")
+        sys.exit(130)
+    except Exception as e:
+        # usage errors of the (vendored) click layer carry show() and exit_code
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,585 @@
+"""Generate a cross-source (ground/aerial) place-recognition benchmark on disk.
+
+Layout (the CS-Wild-Places layout)::
+
+    <out>/<world>/<sequence>/clouds/<timestamp>.pcd     binary_compressed PCD, metric,
+                                                        submap frame, VIEWPOINT = pose
+    <out>/<world>/<sequence>/poses.csv                  timestamp,x,y,z,qx,qy,qz,qw
+    <out>/<world>/test_regions.json                     test squares (polygons), buffer
+    <out>/<world>/split.csv                             sequence,timestamp,x,y,source,split
+    <out>/manifest.json                                 version, config, seed, SHA-256s
+
+Ground sequences are named ``ground_*`` and the aerial one ``aerial``. ``split`` is
+``test`` (inside a test region: ground queries / aerial database only), ``buffer``
+(within ``split.buffer`` m of a test query) or ``train``.
+
+Generation is deterministic (every submap has its own seeded generator, independent of
+worker count and order), idempotent and resumable: files are written atomically and an
+existing submap file is kept; ``manifest.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hotformerloc import __version__
+from hotformerloc.config import ConfigError, to_dict
+from hotformerloc.io import PointCloud, write_pointcloud
+from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
+from hotformerloc.submaps import process_submap
+from hotformerloc.synth.config import GeneratorConfig, TraversalConfig, WorldConfig
+from hotformerloc.synth.sensors import aerial_survey, ground_scan
+from hotformerloc.synth.worlds import build_world
+from hotformerloc.synth.worlds.base import World
+
+STATE_FILE = ".generate-state.json"
+CACHE_DIR = ".cache"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def rot_zyx(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Rotation Rz(yaw) @ Ry(pitch) @ Rx(roll), radians."""
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    return rz @ ry @ rx
+
+
+def quat_from_rot(r: np.ndarray) -> np.ndarray:
+    """Unit quaternion (qx, qy, qz, qw), qw >= 0, of a rotation matrix."""
+    m = np.asarray(r, np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = np.sqrt(tr + 1.0) * 2
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def _pose(rot: np.ndarray, t: np.ndarray) -> np.ndarray:
+    p = np.eye(4)
+    p[:3, :3] = rot
+    p[:3, 3] = t
+    return p
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class SubmapPlan:
+    """Everything needed to produce one submap file (picklable, small)."""
+
+    world: int
+    sequence: str
+    index: int
+    timestamp: float
+    pose: np.ndarray  # (4, 4) submap frame -> world
+    scan_poses: list[np.ndarray] = field(default_factory=list)  # ground only
+    traversal: int = -1  # index into the world's traversals; -1 = aerial
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.sequence}/clouds/{self.timestamp:.6f}.pcd"
+
+
+def _route_frame(route: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    seg = np.diff(route, axis=0)
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(seg, axis=1))])
+    return cum, seg
+
+
+def _route_at(route: np.ndarray, cum: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position (N, 2) and unit tangent (N, 2) at arc lengths ``s`` (wrapped)."""
+    total = cum[-1]
+    s = np.mod(s, total)
+    i = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(route) - 2)
+    seg = route[i + 1] - route[i]
+    seglen = np.maximum(np.linalg.norm(seg, axis=1), 1e-9)
+    a = (s - cum[i]) / seglen
+    pos = route[i] + seg * a[:, None]
+    return pos, seg / seglen[:, None]
+
+
+def _sensor_poses(
+    world: World,
+    trav: TraversalConfig,
+    route: np.ndarray,
+    cum: np.ndarray,
+    s: np.ndarray,
+    phase: np.ndarray,
+) -> list[np.ndarray]:
+    """Sensor poses (4, 4) at traversal arc lengths ``s``."""
+    total = cum[-1]
+    direction = -1.0 if trav.reverse else 1.0
+    s_route = trav.start_fraction * total + direction * s
+    pos, tan = _route_at(route, cum, s_route)
+    normal = np.stack([-tan[:, 1], tan[:, 0]], 1)
+    offset = trav.lateral_offset + trav.offset_amplitude * np.sin(
+        2 * np.pi * s / trav.offset_wavelength + phase[0]
+    )
+    xy = pos + normal * offset[:, None]
+    for shrink in (0.75, 0.5, 0.25, 0.0):  # step towards the (free) route where blocked
+        blocked = ~world.free_mask(xy, 0.8)
+        if not blocked.any():
+            break
+        xy[blocked] = pos[blocked] + normal[blocked] * (offset[blocked] * shrink)[:, None]
+    z = world.ground_height(xy[:, 0], xy[:, 1]) + trav.platform.height
+    heading = np.arctan2(tan[:, 1], tan[:, 0]) + (np.pi if trav.reverse else 0.0)
+    sway = np.deg2rad(trav.platform.sway)
+    roll = sway * np.sin(2 * np.pi * s / 1.7 + phase[1])
+    pitch = 0.6 * sway * np.sin(2 * np.pi * s / 2.9 + phase[2])
+    return [
+        _pose(rot_zyx(heading[k], pitch[k], roll[k]), np.array([xy[k, 0], xy[k, 1], z[k]]))
+        for k in range(len(s))
+    ]
+
+
+def plan_ground(cfg: GeneratorConfig, wi: int, world: World) -> list[SubmapPlan]:
+    """Submap plans of every ground traversal of world ``wi``."""
+    wcfg = cfg.worlds[wi]
+    route = np.asarray(world.route(), np.float64)
+    cum, _ = _route_frame(route)
+    g = cfg.ground
+    plans: list[SubmapPlan] = []
+    for ti, trav in enumerate(wcfg.traversals):
+        rng = np.random.default_rng([cfg.seed, wi, ti, 1])
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        length = trav.coverage * cum[-1]
+        centres = np.arange(g.window / 2, length - g.window / 2 + 1e-9, g.spacing)
+        offs = np.linspace(-g.window / 2, g.window / 2, g.scans) if g.scans > 1 else np.zeros(1)
+        all_s = (centres[:, None] + offs[None, :]).ravel()
+        poses = _sensor_poses(world, trav, route, cum, all_s, phase)
+        centre_poses = _sensor_poses(world, trav, route, cum, centres, phase)
+        for k, sc in enumerate(centres):
+            plans.append(
+                SubmapPlan(
+                    world=wi,
+                    sequence=trav.name,
+                    index=k,
+                    timestamp=round(trav.start_time + sc / trav.platform.speed, 6),
+                    pose=centre_poses[k],
+                    scan_poses=poses[k * g.scans : (k + 1) * g.scans],
+                    traversal=ti,
+                )
+            )
+    return plans
+
+
+def plan_aerial(cfg: GeneratorConfig, wi: int, world: World) -> list[SubmapPlan]:
+    """Aerial submap plans on the grid, inset by the crop radius from the world edge."""
+    xmin, ymin, xmax, ymax = world.extent
+    r, step = cfg.aerial.submap.radius, cfg.aerial.grid
+    xs = np.arange(xmin + r, xmax - r + 1e-9, step)
+    ys = np.arange(ymin + r, ymax - r + 1e-9, step)
+    plans = []
+    for k, (y, x) in enumerate((y, x) for y in ys for x in xs):
+        z = float(world.ground_height(np.array([x]), np.array([y]))[0])
+        plans.append(
+            SubmapPlan(
+                wi,
+                "aerial",
+                k,
+                round(cfg.aerial.start_time + k, 6),
+                _pose(np.eye(3), np.array([x, y, z])),
+            )
+        )
+    return plans
+
+
+# --------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, object] = {}
+
+
+def _world_seed(cfg: GeneratorConfig, wi: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, wi]).generate_state(1)[0])
+
+
+def _make_world(cfg: GeneratorConfig, wi: int) -> World:
+    w: WorldConfig = cfg.worlds[wi]
+    return build_world(w.kind, dict(w.params), _world_seed(cfg, wi), w.name)
+
+
+def _init_worker(cfg: GeneratorConfig, out: str) -> None:
+    _WORKER.clear()
+    _WORKER["cfg"] = cfg
+    _WORKER["out"] = out
+
+
+def _cached(key: tuple, make: Callable[[], object]) -> object:
+    cache = _WORKER.setdefault("cache", {})
+    assert isinstance(cache, dict)
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def _write_submap(
+    out: Path, world_name: str, plan: SubmapPlan, local: np.ndarray, source: str
+) -> None:
+    path = out / world_name / plan.relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cloud = PointCloud(
+        local, pose=plan.pose, source=source, timestamp=plan.timestamp, sequence=plan.sequence
+    )
+    write_pointcloud(path, cloud, format="pcd", compression="binary_compressed")
+
+
+def _ground_task(plan: SubmapPlan) -> tuple[str, int, int]:
+    """Simulate, process and write one ground submap; returns (sequence, index, points)."""
+    cfg = _WORKER["cfg"]
+    out = Path(str(_WORKER["out"]))
+    assert isinstance(cfg, GeneratorConfig)
+    wcfg = cfg.worlds[plan.world]
+    path = out / wcfg.name / plan.relpath
+    if path.exists():
+        return plan.sequence, plan.index, -1
+    world = _cached(("world", plan.world), lambda: _make_world(cfg, plan.world))
+    assert isinstance(world, World)
+    trav = wcfg.traversals[plan.traversal]
+    scene = _cached(
+        ("scene", plan.world, plan.traversal), lambda: world.scene(trav.epoch.epoch(trav.name))
+    )
+    rng = np.random.default_rng([cfg.seed, plan.world, plan.traversal, plan.index, 2])
+    sub = cfg.ground.submap
+    reach = sub.radius + cfg.ground.window / 2 + 1.0
+    pts = [ground_scan(scene, sp, trav.sensor, rng, max_range=reach)[0] for sp in plan.scan_poses]
+    local = process_submap(np.concatenate(pts), plan.pose, sub)
+    if local is None:
+        return plan.sequence, plan.index, 0
+    _write_submap(out, wcfg.name, plan, local, "ground")
+    return plan.sequence, plan.index, len(local)
+
+
+def _aerial_task(plan: SubmapPlan) -> tuple[str, int, int]:
+    cfg = _WORKER["cfg"]
+    out = Path(str(_WORKER["out"]))
+    assert isinstance(cfg, GeneratorConfig)
+    wcfg = cfg.worlds[plan.world]
+    path = out / wcfg.name / plan.relpath
+    if path.exists():
+        return plan.sequence, plan.index, -1
+
+    def load() -> tuple[np.ndarray, object]:
+        from scipy.spatial import cKDTree
+
+        with np.load(out / CACHE_DIR / f"{wcfg.name}-aerial.npz", allow_pickle=False) as z:
+            pts = z["xyz"]
+        return pts, cKDTree(pts[:, :2])
+
+    pts, tree = _cached(("aerial", plan.world), load)  # type: ignore[misc]
+    idx = np.sort(np.asarray(tree.query_ball_point(plan.pose[:2, 3], cfg.aerial.submap.radius)))
+    local = process_submap(pts[idx.astype(np.int64)], plan.pose, cfg.aerial.submap)
+    if local is None:
+        return plan.sequence, plan.index, 0
+    _write_submap(out, wcfg.name, plan, local, "aerial")
+    return plan.sequence, plan.index, len(local)
+
+
+def _run(
+    tasks: list,
+    fn: Callable,
+    cfg: GeneratorConfig,
+    out: Path,
+    workers: int,
+    stage: str,
+    progress: Progress | None,
+) -> list:
+    results = []
+    total = len(tasks)
+    if workers <= 1:
+        _init_worker(cfg, str(out))
+        for i, t in enumerate(tasks):
+            results.append(fn(t))
+            if progress:
+                progress(stage, i + 1, total)
+        _WORKER.clear()
+        return results
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out))
+    ) as ex:
+        for i, r in enumerate(ex.map(fn, tasks, chunksize=4)):
+            results.append(r)
+            if progress:
+                progress(stage, i + 1, total)
+    return results
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _csv(rows: Iterable[Iterable[object]], header: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _poses_csv(plans: list[SubmapPlan]) -> str:
+    rows = []
+    for p in plans:
+        q = quat_from_rot(p.pose[:3, :3])
+        t = p.pose[:3, 3]
+        rows.append([f"{p.timestamp:.6f}", *(f"{v:.6f}" for v in t), *(f"{v:.9f}" for v in q)])
+    return _csv(rows, ["timestamp", "x", "y", "z", "qx", "qy", "qz", "qw"])
+
+
+def make_test_regions(cfg: GeneratorConfig, world: World) -> list[list[list[float]]]:
+    """Axis-aligned squares (closed polygons, xy) centred on evenly spaced route points."""
+    route = np.asarray(world.route(), np.float64)
+    cum, _ = _route_frame(route)
+    n = cfg.split.regions
+    centres, _ = _route_at(route, cum, (np.arange(n) + 0.5) / n * cum[-1])
+    h = cfg.split.region_size / 2
+    return [
+        [[x - h, y - h], [x + h, y - h], [x + h, y + h], [x - h, y + h], [x - h, y - h]]
+        for x, y in centres
+    ]
+
+
+def assign_splits(
+    xy: np.ndarray, is_ground: np.ndarray, regions: list[list[list[float]]], buffer: float
+) -> np.ndarray:
+    """'test' inside a region, 'buffer' within ``buffer`` m of a ground test submap, else
+    'train' (array of str)."""
+    inside = np.zeros(len(xy), bool)
+    for poly in regions:
+        p = np.asarray(poly)
+        lo, hi = p.min(0), p.max(0)
+        inside |= np.all((xy >= lo) & (xy <= hi), axis=1)
+    split = np.where(inside, "test", "train").astype(object)
+    queries = xy[inside & is_ground]
+    if len(queries) and buffer > 0:
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(queries).query(xy, k=1)
+        split[(~inside) & (d <= buffer)] = "buffer"
+    return split.astype(str)
+
+
+def revisit_report(
+    xy: np.ndarray, seq: np.ndarray, is_ground: np.ndarray, split: np.ndarray, radius: float
+) -> dict[str, object]:
+    """For every ground test query: distance to the nearest aerial submap and to the nearest
+    ground submap of another traversal. Counts those within ``radius``."""
+    from scipy.spatial import cKDTree
+
+    q = np.flatnonzero(is_ground & (split == "test"))
+    aer = np.flatnonzero(~is_ground)
+    d_aer = cKDTree(xy[aer]).query(xy[q], k=1)[0] if len(aer) else np.full(len(q), np.inf)
+    d_gnd = np.full(len(q), np.inf)
+    for s in np.unique(seq[q]):
+        mine = seq[q] == s
+        other = np.flatnonzero(is_ground & (seq != s))
+        if len(other):
+            d_gnd[mine] = cKDTree(xy[other]).query(xy[q[mine]], k=1)[0]
+    return {
+        "queries": len(q),
+        "with_aerial_within": int(np.sum(d_aer <= radius)),
+        "with_ground_within": int(np.sum(d_gnd <= radius)),
+        "radius": radius,
+        "max_nearest_aerial": float(d_aer.max()) if len(q) else None,
+        "max_nearest_ground": float(d_gnd.max()) if len(q) else None,
+        "mean_nearest_ground": float(d_gnd.mean()) if len(q) else None,
+    }
+
+
+@dataclass
+class GenerateResult:
+    """Summary of a generation run (also stored in the manifest)."""
+
+    out: Path
+    counts: dict[str, dict[str, int]]
+    revisits: dict[str, dict[str, object]]
+    generated: int
+    skipped_existing: int
+    discarded: int
+    manifest: Path
+
+
+def config_digest(cfg: GeneratorConfig) -> str:
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _check_state(out: Path, digest: str) -> None:
+    state = out / STATE_FILE
+    if state.exists():
+        try:
+            old = json.loads(state.read_text())["config_sha256"]
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"{state}: unreadable generation state ({e}); remove it") from e
+        if old != digest:
+            raise ConfigError(
+                f"{out} holds a benchmark generated with another config or seed; "
+                "choose an empty folder (or delete it) to generate this one"
+            )
+    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise ConfigError(f"{out} is not empty and was not made by 'hotformerloc generate'")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(state, json.dumps({"config_sha256": digest, "version": __version__}))
+
+
+def generate(
+    cfg: GeneratorConfig, out: str | Path, workers: int = 2, progress: Progress | None = None
+) -> GenerateResult:
+    """Generate (or resume, or verify as complete) the benchmark ``cfg`` under ``out``."""
+    out = Path(out)
+    digest = config_digest(cfg)
+    _check_state(out, digest)
+    (out / CACHE_DIR).mkdir(exist_ok=True)
+    all_plans: list[list[SubmapPlan]] = []
+    ground_tasks: list[SubmapPlan] = []
+    aerial_tasks: list[SubmapPlan] = []
+    worlds = []
+    for wi, wcfg in enumerate(cfg.worlds):
+        if progress:
+            progress(f"world {wcfg.name}", 0, 1)
+        world = _make_world(cfg, wi)
+        worlds.append(world)
+        g = plan_ground(cfg, wi, world)
+        a = plan_aerial(cfg, wi, world)
+        ground_tasks += g
+        aerial_tasks += a
+        all_plans.append(g + a)
+        cache = out / CACHE_DIR / f"{wcfg.name}-aerial.npz"
+        if not cache.exists() and not all((out / wcfg.name / p.relpath).exists() for p in a):
+            pts = world.aerial_points()
+            if pts is None:
+                scene = world.scene(cfg.aerial.epoch.epoch("aerial"))
+                rng = np.random.default_rng([cfg.seed, wi, 0, 3])
+                pts, _ = aerial_survey(
+                    scene,
+                    world.extent,
+                    cfg.aerial.sensor,
+                    rng,
+                    progress=(
+                        lambda f, n=wcfg.name: progress(f"aerial survey {n}", int(f * 100), 100)
+                    )
+                    if progress
+                    else None,
+                )
+            buf = io.BytesIO()
+            np.savez(buf, xyz=np.ascontiguousarray(pts, np.float32))
+            atomic_write_bytes(cache, buf.getvalue())
+        if progress:
+            progress(f"world {wcfg.name}", 1, 1)
+    res = _run(ground_tasks, _ground_task, cfg, out, workers, "ground submaps", progress)
+    res += _run(aerial_tasks, _aerial_task, cfg, out, workers, "aerial submaps", progress)
+    status = {
+        (p.world, p.sequence, p.index): n
+        for p, (_, _, n) in zip(ground_tasks + aerial_tasks, res, strict=True)
+    }
+    counts: dict[str, dict[str, int]] = {}
+    revisits: dict[str, dict[str, object]] = {}
+    files: dict[str, str] = {}
+    for wi, (wcfg, world, plans) in enumerate(zip(cfg.worlds, worlds, all_plans, strict=True)):
+        kept = [p for p in plans if (out / wcfg.name / p.relpath).exists()]
+        for seq in sorted({p.sequence for p in plans}):
+            sp = [p for p in kept if p.sequence == seq]
+            atomic_write_text(out / wcfg.name / seq / "poses.csv", _poses_csv(sp))
+        xy = np.array([p.pose[:2, 3] for p in kept]).reshape(-1, 2)
+        seq = np.array([p.sequence for p in kept])
+        is_ground = np.array([p.traversal >= 0 for p in kept], bool)
+        regions = make_test_regions(cfg, world)
+        split = assign_splits(xy, is_ground, regions, cfg.split.buffer)
+        atomic_write_text(
+            out / wcfg.name / "test_regions.json",
+            json.dumps({"regions": regions, "buffer": cfg.split.buffer}, indent=1) + "\n",
+        )
+        rows = [
+            [
+                p.sequence,
+                f"{p.timestamp:.6f}",
+                f"{p.pose[0, 3]:.3f}",
+                f"{p.pose[1, 3]:.3f}",
+                "ground" if p.traversal >= 0 else "aerial",
+                s,
+            ]
+            for p, s in zip(kept, split, strict=True)
+        ]
+        atomic_write_text(
+            out / wcfg.name / "split.csv",
+            _csv(rows, ["sequence", "timestamp", "x", "y", "source", "split"]),
+        )
+        c: dict[str, int] = {}
+        for p, s in zip(kept, split, strict=True):
+            c[p.sequence] = c.get(p.sequence, 0) + 1
+            key = f"{'ground' if p.traversal >= 0 else 'aerial'}_{s}"
+            c[key] = c.get(key, 0) + 1
+        c["discarded"] = sum(1 for p in plans if status.get((wi, p.sequence, p.index)) == 0)
+        counts[wcfg.name] = dict(sorted(c.items()))
+        revisits[wcfg.name] = revisit_report(xy, seq, is_ground, split, cfg.split.revisit_radius)
+    for wcfg in cfg.worlds:
+        for path in sorted((out / wcfg.name).rglob("*")):
+            if path.is_file():
+                files[path.relative_to(out).as_posix()] = _sha256(path)
+    manifest = {
+        "generator": "hotformerloc.synth",
+        "version": __version__,
+        "seed": cfg.seed,
+        "config_sha256": digest,
+        "config": to_dict(cfg),
+        "counts": counts,
+        "revisits": revisits,
+        "files": files,
+    }
+    mpath = out / "manifest.json"
+    atomic_write_text(mpath, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    vals = [n for n in status.values()]
+    return GenerateResult(
+        out=out,
+        counts=counts,
+        revisits=revisits,
+        generated=sum(1 for n in vals if n > 0),
+        skipped_existing=sum(1 for n in vals if n < 0),
+        discarded=sum(1 for n in vals if n == 0),
+        manifest=mpath,
+    )
+
+
+def workers_default() -> int:
+    """Worker processes: the CPUs this process may use, at most 8."""
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except AttributeError:
+        return max(1, min(8, os.cpu_count() or 1))
