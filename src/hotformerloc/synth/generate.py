@@ -516,6 +516,7 @@ def generate(
         kept = [p for p in plans if (out / wcfg.name / p.relpath).exists()]
         for seq in sorted({p.sequence for p in plans}):
             sp = [p for p in kept if p.sequence == seq]
+            (out / wcfg.name / seq / "clouds").mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / wcfg.name / seq / "poses.csv", _poses_csv(sp))
         xy = np.array([p.pose[:2, 3] for p in kept]).reshape(-1, 2)
         seq = np.array([p.sequence for p in kept])
