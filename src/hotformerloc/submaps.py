@@ -21,7 +21,8 @@ class SubmapConfig:
 
     * ``radius``: horizontal crop radius (m) around the submap centre;
     * ``remove_ground``: drop points within ``ground_threshold`` m above the estimated
-      ground surface (lowest points on a ``ground_cell`` m grid, see :func:`remove_ground`);
+      ground surface (:func:`remove_ground`: lowest points on a ``ground_cell`` m grid,
+      progressive morphological filter with windows up to ``ground_window`` m);
     * ``voxel``: voxel edge (m) for centroid downsampling (0 disables);
     * ``normalise``: also PNV-normalise (centroid to 0, mean distance 0.5, drop |p| > 1);
     * ``min_points``: a submap with fewer points after processing is discarded.
@@ -29,8 +30,9 @@ class SubmapConfig:
 
     radius: float = 30.0
     remove_ground: bool = True
-    ground_cell: float = 2.0
+    ground_cell: float = 1.0
     ground_threshold: float = 0.5
+    ground_window: float = 40.0
     voxel: float = 0.8
     normalise: bool = False
     min_points: int = 1024
@@ -39,6 +41,7 @@ class SubmapConfig:
         require(self.radius > 0, f"radius must be > 0, got {self.radius}")
         require(self.ground_cell > 0, "ground_cell must be > 0")
         require(self.ground_threshold >= 0, "ground_threshold must be >= 0")
+        require(self.ground_window >= 3 * self.ground_cell, "ground_window must be >= 3 cells")
         require(self.voxel >= 0, "voxel must be >= 0")
         require(self.min_points >= 1, "min_points must be >= 1")
 
@@ -49,41 +52,69 @@ def crop_radius(points: np.ndarray, center: np.ndarray, radius: float) -> np.nda
     return np.einsum("ij,ij->i", d, d) <= radius * radius
 
 
-def ground_surface(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Estimated ground heights on a grid: (heights (H, W), x0y0 (2,), cell).
+def pmf_surface(
+    low: np.ndarray,
+    res: float,
+    max_window: float = 40.0,
+    slope: float = 0.15,
+    max_step: float = 3.0,
+    step0: float = 0.5,
+) -> np.ndarray:
+    """Ground surface from a grid of per-cell low heights (progressive morphological filter).
 
-    Per cell the lowest point; a 3x3 minimum filter removes cells whose lowest point is not
-    ground (canopy, roofs) when a neighbour sees the ground; empty cells take the value of
-    the nearest non-empty cell.
+    ``low`` (H, W) float, NaN for empty cells; ``res`` the cell size (m). Grey openings
+    with windows growing (3, 7, 15, ... cells) to ``max_window`` m flag a cell as non-ground
+    when it rises more than ``step0 + slope * window growth`` (capped at ``max_step``) above
+    the opened surface, so roofs and canopy wider than a small window are still caught while
+    slopes up to ``slope`` survive. Non-ground and empty cells take the nearest ground cell.
+    Returns (H, W) float64.
     """
+    known = np.isfinite(low)
+    if not known.any():
+        return np.zeros(low.shape)
+
+    def fill(grid: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        near = ndimage.distance_transform_edt(~mask, return_distances=False, return_indices=True)
+        return grid[tuple(near)]
+
+    surface = fill(np.where(known, low, 0.0), known)
+    ground = known.copy()
+    current, prev, size = surface, 1, 3
+    while True:
+        opened = ndimage.grey_opening(current, size=(size, size))
+        step = min(step0 + slope * (size - prev) * res, max_step)
+        ground &= current - opened <= step
+        current, prev = opened, size
+        if size * res >= max_window:
+            break
+        size = min(2 * size + 1, int(np.ceil(max_window / res)) | 1)
+    return fill(surface, ground) if ground.any() else surface
+
+
+def remove_ground(
+    points: np.ndarray,
+    cell: float = 1.0,
+    threshold: float = 0.5,
+    max_window: float = 40.0,
+    slope: float = 0.15,
+) -> np.ndarray:
+    """Mask of points kept (True): those more than ``threshold`` m above the ground surface.
+
+    The ground is :func:`pmf_surface` of the per-cell lowest points on a ``cell`` m grid, a
+    stand-in for the Cloth Simulation Filter (cloth resolution 1 m, class threshold 0.5 m)
+    of CS-Wild-Places (documented deviation).
+    """
+    if len(points) == 0:
+        return np.zeros(0, bool)
     xy0 = points[:, :2].min(0)
     ij = np.floor((points[:, :2] - xy0) / cell).astype(np.int64)
     shape = ij.max(0) + 1
     flat = ij[:, 0] * shape[1] + ij[:, 1]
     low = np.full(int(shape[0] * shape[1]), np.inf)
     np.minimum.at(low, flat, points[:, 2].astype(np.float64))
-    low = low.reshape(shape)
-    low = ndimage.minimum_filter(low, size=3, mode="nearest")
-    empty = ~np.isfinite(low)
-    if empty.all():
-        return np.zeros(shape), xy0, np.array(cell)
-    if empty.any():
-        idx = ndimage.distance_transform_edt(empty, return_distances=False, return_indices=True)
-        low = low[tuple(idx)]
-    return low, xy0, np.array(cell)
-
-
-def remove_ground(points: np.ndarray, cell: float = 2.0, threshold: float = 0.5) -> np.ndarray:
-    """Mask of points kept (True) after removing those within ``threshold`` m above ground.
-
-    A simple stand-in for the Cloth Simulation Filter (class threshold 0.5 m): the ground is
-    the per-cell minimum, eroded with a 3x3 minimum filter (documented deviation).
-    """
-    if len(points) == 0:
-        return np.zeros(0, bool)
-    low, xy0, c = ground_surface(points, cell)
-    ij = np.floor((points[:, :2] - xy0) / c).astype(np.int64)
-    return points[:, 2] > low[ij[:, 0], ij[:, 1]] + threshold
+    low[~np.isfinite(low)] = np.nan
+    surface = pmf_surface(low.reshape(shape), cell, max_window, slope)
+    return points[:, 2] > surface[ij[:, 0], ij[:, 1]] + threshold
 
 
 def voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
@@ -131,7 +162,7 @@ def process_submap(
     """
     pts = world_points[crop_radius(world_points, pose[:3, 3], cfg.radius)]
     if cfg.remove_ground and len(pts):
-        pts = pts[remove_ground(pts, cfg.ground_cell, cfg.ground_threshold)]
+        pts = pts[remove_ground(pts, cfg.ground_cell, cfg.ground_threshold, cfg.ground_window)]
     local = voxel_downsample(to_local(pts, pose), cfg.voxel)
     if cfg.normalise and len(local):
         local = pnv_normalise(local)

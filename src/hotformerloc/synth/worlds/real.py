@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from hotformerloc.submaps import pmf_surface
 from hotformerloc.synth.scene import HeightField, Scene, Voxels
 from hotformerloc.synth.worlds.base import Epoch, World
 from hotformerloc.synth.worlds.terrain import FootprintIndex, resample_polyline
@@ -141,26 +142,8 @@ def dtm_grid(
     low[cells[start]] = (key[start + (count - 1) // 10] & 0xFFFFFFFF) / 1000 + zmin
     low = low.reshape(h, w)
 
-    def fill(grid: np.ndarray, known: np.ndarray) -> np.ndarray:
-        if not known.any():
-            return np.zeros_like(grid)
-        near = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
-        return grid[tuple(near)]
-
-    known = ~np.isnan(low)
-    surface = fill(low, known)
-    ground = known.copy()
-    current, prev = surface, 1
-    size = 3
-    while True:
-        opened = ndimage.grey_opening(current, size=(size, size))
-        step = min(_DTM_STEP0 + slope * (size - prev) * res, max_step)
-        ground &= current - opened <= step
-        current, prev = opened, size
-        if size * res >= max_window:
-            break
-        size = min(2 * size + 1, int(np.ceil(max_window / res)) | 1)
-    return ndimage.gaussian_filter(fill(surface, ground), 1.0)
+    surface = pmf_surface(low, res, max_window, slope, max_step, _DTM_STEP0)
+    return ndimage.gaussian_filter(surface, 1.0)
 
 
 class RealWorld(World):
