@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -186,19 +187,15 @@ def demo(
 def entrypoint() -> None:
     """Console-script entry: user errors become one clear line and exit code 2."""
     from hotformerloc.config import ConfigError
+    from hotformerloc.io import PointCloudError
 
-    try:
-        from hotformerloc.io import PointCloudError
-
-        user_errors: tuple[type[BaseException], ...] = (ConfigError, PointCloudError, UserError)
-    except ImportError:  # pragma: no cover
-        user_errors = (ConfigError, UserError)
+    user_errors = (ConfigError, PointCloudError, UserError)
     try:
         app(standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except user_errors as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow] (finished files are kept; rerun to resume)")
