@@ -202,6 +202,10 @@ def test_config_errors_name_the_key(tmp_path):
                 ],
             },
         )
+    bad_world = {**TINY["worlds"][0], "params": {"tree_densty": 3.0}}
+    with pytest.raises(ConfigError, match=r"worlds\[0\]\.params\.tree_densty"):
+        generate(from_dict(GeneratorConfig, {**TINY, "worlds": [bad_world]}), tmp_path / "o")
+    assert not (tmp_path / "o" / "manifest.json").exists()
     with pytest.raises(ConfigError, match="unknown preset"):
         load_generator_config(preset="huge")
     with pytest.raises(ConfigError, match="not valid YAML"):

@@ -226,7 +226,7 @@ def _world_seed(cfg: GeneratorConfig, wi: int) -> int:
 
 def _make_world(cfg: GeneratorConfig, wi: int) -> World:
     w: WorldConfig = cfg.worlds[wi]
-    return build_world(w.kind, dict(w.params), _world_seed(cfg, wi), w.name)
+    return build_world(w.kind, dict(w.params), _world_seed(cfg, wi), w.name, f"worlds[{wi}].params")
 
 
 def _init_worker(cfg: GeneratorConfig, out: str) -> None:
@@ -254,14 +254,19 @@ def _write_submap(
     write_pointcloud(path, cloud, format="pcd", compression="binary_compressed")
 
 
+def _task_context(plan: SubmapPlan) -> tuple[GeneratorConfig, Path, WorldConfig, bool]:
+    """(config, output folder, world config, whether the submap file already exists)."""
+    cfg = _WORKER["cfg"]
+    assert isinstance(cfg, GeneratorConfig)
+    out = Path(str(_WORKER["out"]))
+    wcfg = cfg.worlds[plan.world]
+    return cfg, out, wcfg, (out / wcfg.name / plan.relpath).exists()
+
+
 def _ground_task(plan: SubmapPlan) -> tuple[str, int, int]:
     """Simulate, process and write one ground submap; returns (sequence, index, points)."""
-    cfg = _WORKER["cfg"]
-    out = Path(str(_WORKER["out"]))
-    assert isinstance(cfg, GeneratorConfig)
-    wcfg = cfg.worlds[plan.world]
-    path = out / wcfg.name / plan.relpath
-    if path.exists():
+    cfg, out, wcfg, done = _task_context(plan)
+    if done:
         return plan.sequence, plan.index, -1
     world = _cached(("world", plan.world), lambda: _make_world(cfg, plan.world))
     assert isinstance(world, World)
@@ -281,12 +286,8 @@ def _ground_task(plan: SubmapPlan) -> tuple[str, int, int]:
 
 
 def _aerial_task(plan: SubmapPlan) -> tuple[str, int, int]:
-    cfg = _WORKER["cfg"]
-    out = Path(str(_WORKER["out"]))
-    assert isinstance(cfg, GeneratorConfig)
-    wcfg = cfg.worlds[plan.world]
-    path = out / wcfg.name / plan.relpath
-    if path.exists():
+    cfg, out, wcfg, done = _task_context(plan)
+    if done:
         return plan.sequence, plan.index, -1
 
     def load() -> tuple[np.ndarray, object]:
