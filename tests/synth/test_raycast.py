@@ -175,7 +175,7 @@ def test_voxel_wall_occludes_and_distance_within_quarter_voxel():
     pts = ret.points(np.zeros(3), scan_directions(VLP16, 720))
     wall = ret.label == Label.OCCUPIED
     assert wall.sum() > 50
-    assert np.all(np.abs(pts[wall, 0] - 10.0) <= size / 4 + 1e-6)
+    np.testing.assert_allclose(pts[wall, 0], 10.0, atol=1e-5)  # exact entry into the wall
     assert not np.any(wall & (pts[:, 0] > 10.5)), "the hidden voxel at x = 20 m was hit"
     far = pts[pts[:, 0] > 10.0]
     at_wall = far * (10.0 / far[:, 0:1])
@@ -190,3 +190,33 @@ def test_bad_rays_rejected():
         cast_rays(Scene(), np.zeros(3), np.array([[np.nan, 0, 1]]), 10.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="increasing"):
         cast_scan(Scene(), np.zeros(3), np.eye(3), VLP16[::-1], 10, 10.0, np.random.default_rng(0))
+
+
+def test_voxel_dda_equals_a_fine_march_reference():
+    rng = np.random.default_rng(3)
+    size = 0.5
+    ijk = np.unique(rng.integers(-12, 12, (300, 3)), axis=0).astype(np.int32)
+    scene = Scene(voxels=Voxels(np.array([0.1, -0.2, 0.05]), size, ijk))
+    n = 400
+    origins = rng.uniform(-1, 1, (n, 3))
+    dirs = rng.normal(size=(n, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    ret = cast_rays(scene, origins, dirs, 20.0, rng)
+    got = np.full(n, np.inf)
+    got[ret.ray] = ret.range
+
+    def key(c: np.ndarray) -> np.ndarray:
+        return ((c[..., 0] + 100) * 1000 + c[..., 1] + 100) * 1000 + c[..., 2] + 100
+
+    occupied = key(ijk.astype(np.int64))
+    h = size / 400
+    ts = np.arange(0, 20.0, h)
+    for r in range(n):
+        p = origins[r] + dirs[r] * ts[:, None]
+        cells = np.floor((p - scene.voxels.origin) / size).astype(np.int64)
+        hit = np.flatnonzero(np.isin(key(cells), occupied))
+        expected = ts[hit[0]] if len(hit) else np.inf
+        if np.isfinite(expected):
+            assert abs(got[r] - expected) <= h + 1e-6, r
+        else:
+            assert not np.isfinite(got[r]) or got[r] > 20.0 - h
