@@ -30,12 +30,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from hotformerloc import __version__
 from hotformerloc.config import ConfigError, to_dict
-from hotformerloc.io import PointCloud, write_pointcloud
+from hotformerloc.io import PointCloud, Source, write_pointcloud
 from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
 from hotformerloc.submaps import process_submap
 from hotformerloc.synth.config import GeneratorConfig, TraversalConfig, WorldConfig
@@ -47,6 +49,7 @@ STATE_FILE = ".generate-state.json"
 CACHE_DIR = ".cache"
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -69,17 +72,17 @@ def quat_from_rot(r: np.ndarray) -> np.ndarray:
     tr = np.trace(m)
     if tr > 0:
         s = np.sqrt(tr + 1.0) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+        v = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
     elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
         s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+        v = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
     elif m[1, 1] > m[2, 2]:
         s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+        v = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
     else:
         s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
-    q = np.asarray(q)
+        v = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
+    q = np.asarray(v, np.float64)
     q /= np.linalg.norm(q)
     return -q if q[3] < 0 else q
 
@@ -235,16 +238,17 @@ def _init_worker(cfg: GeneratorConfig, out: str) -> None:
     _WORKER["out"] = out
 
 
-def _cached(key: tuple, make: Callable[[], object]) -> object:
+def _cached(key: tuple, make: Callable[[], T]) -> T:
+    """Per-process cache (worlds, scenes, aerial clouds) of the worker."""
     cache = _WORKER.setdefault("cache", {})
     assert isinstance(cache, dict)
     if key not in cache:
         cache[key] = make()
-    return cache[key]
+    return cast(T, cache[key])
 
 
 def _write_submap(
-    out: Path, world_name: str, plan: SubmapPlan, local: np.ndarray, source: str
+    out: Path, world_name: str, plan: SubmapPlan, local: np.ndarray, source: Source
 ) -> None:
     path = out / world_name / plan.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +273,6 @@ def _ground_task(plan: SubmapPlan) -> tuple[str, int, int]:
     if done:
         return plan.sequence, plan.index, -1
     world = _cached(("world", plan.world), lambda: _make_world(cfg, plan.world))
-    assert isinstance(world, World)
     trav = wcfg.traversals[plan.traversal]
     scene = _cached(
         ("scene", plan.world, plan.traversal), lambda: world.scene(trav.epoch.epoch(trav.name))
@@ -290,14 +293,12 @@ def _aerial_task(plan: SubmapPlan) -> tuple[str, int, int]:
     if done:
         return plan.sequence, plan.index, -1
 
-    def load() -> tuple[np.ndarray, object]:
-        from scipy.spatial import cKDTree
-
+    def load() -> tuple[np.ndarray, cKDTree]:
         with np.load(out / CACHE_DIR / f"{wcfg.name}-aerial.npz", allow_pickle=False) as z:
             pts = z["xyz"]
         return pts, cKDTree(pts[:, :2])
 
-    pts, tree = _cached(("aerial", plan.world), load)  # type: ignore[misc]
+    pts, tree = _cached(("aerial", plan.world), load)
     idx = np.sort(np.asarray(tree.query_ball_point(plan.pose[:2, 3], cfg.aerial.submap.radius)))
     local = process_submap(pts[idx.astype(np.int64)], plan.pose, cfg.aerial.submap)
     if local is None:
@@ -390,8 +391,6 @@ def assign_splits(
     split = np.where(inside, "test", "train").astype(object)
     queries = xy[inside & is_ground]
     if len(queries) and buffer > 0:
-        from scipy.spatial import cKDTree
-
         d, _ = cKDTree(queries).query(xy, k=1)
         split[(~inside) & (d <= buffer)] = "buffer"
     return split.astype(str)
@@ -402,7 +401,6 @@ def revisit_report(
 ) -> dict[str, object]:
     """For every ground test query: distance to the nearest aerial submap and to the nearest
     ground submap of another traversal. Counts those within ``radius``."""
-    from scipy.spatial import cKDTree
 
     q = np.flatnonzero(is_ground & (split == "test"))
     aer = np.flatnonzero(~is_ground)
@@ -515,10 +513,10 @@ def generate(
     files: dict[str, str] = {}
     for wi, (wcfg, world, plans) in enumerate(zip(cfg.worlds, worlds, all_plans, strict=True)):
         kept = [p for p in plans if (out / wcfg.name / p.relpath).exists()]
-        for seq in sorted({p.sequence for p in plans}):
-            sp = [p for p in kept if p.sequence == seq]
-            (out / wcfg.name / seq / "clouds").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / wcfg.name / seq / "poses.csv", _poses_csv(sp))
+        for name in sorted({p.sequence for p in plans}):
+            sp = [p for p in kept if p.sequence == name]
+            (out / wcfg.name / name / "clouds").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / wcfg.name / name / "poses.csv", _poses_csv(sp))
         xy = np.array([p.pose[:2, 3] for p in kept]).reshape(-1, 2)
         seq = np.array([p.sequence for p in kept])
         is_ground = np.array([p.traversal >= 0 for p in kept], bool)
