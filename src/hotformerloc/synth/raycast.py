@@ -387,21 +387,24 @@ def _voxel_hits(
         bound = vox.origin + (cell + (step > 0)) * size
         t_next = np.where(step != 0, (bound - oa) / da, np.inf)
         t_delta = np.where(step != 0, size / np.abs(da), np.inf)
+    # compacted state of the rays still marching
     c = cell - lo_ijk
-    t_enter = ta_.copy()
-    active = np.arange(len(cand))
-    while len(active):
-        cc = c[active]
-        inb = np.all((cc >= 0) & (cc < shape), axis=1)
-        occ = np.zeros(len(active), bool)
-        occ[inb] = grid[cc[inb, 0], cc[inb, 1], cc[inb, 2]]
-        out[cand[active[occ]]] = t_enter[active[occ]]
-        axis = t_next[active].argmin(1)
-        t_enter[active] = t_next[active, axis]
-        c[active, axis] += step[active, axis]
-        t_next[active, axis] += t_delta[active, axis]
-        keep = ~occ & inb & (t_enter[active] < tb_[active])
-        active = active[keep]
+    idx = np.arange(len(cand))
+    te, tb = ta_.copy(), tb_
+    flat_grid = grid.ravel()
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    while len(idx):
+        inb = np.all((c >= 0) & (c < shape), axis=1)
+        occ = flat_grid[np.where(inb, c @ strides, 0)] & inb
+        out[cand[idx[occ]]] = te[occ]
+        axis = t_next.argmin(1)
+        r = np.arange(len(idx))
+        te = t_next[r, axis]
+        c[r, axis] += step[r, axis]
+        t_next[r, axis] += t_delta[r, axis]
+        keep = ~occ & inb & (te < tb)
+        idx, c, te, tb = idx[keep], c[keep], te[keep], tb[keep]
+        t_next, t_delta, step = t_next[keep], t_delta[keep], step[keep]
     return out
 
 
