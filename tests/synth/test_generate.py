@@ -112,6 +112,10 @@ def test_every_test_query_has_aerial_and_ground_revisits(bench):
         assert np.any((src == "ground") & (seq != seq[q]) & (d <= 15.0)), "no ground revisit"
     rep = manifest["revisits"]["forest"]
     assert rep["queries"] == len(queries) == rep["with_aerial_within"] == rep["with_ground_within"]
+    # revisits share far more geometry (true poses) than far submaps overlaid by chance
+    ov = rep["overlap"]
+    assert ov["median_overlap_ground"] > ov["median_overlap_ground_far"] + 0.2
+    assert ov["median_overlap_aerial"] > ov["median_overlap_aerial_far"] + 0.1
     # nothing in the buffer is a training submap, and buffers sit next to test queries
     for b in np.flatnonzero(split == "buffer"):
         d = np.linalg.norm(xy[queries] - xy[b], axis=1)

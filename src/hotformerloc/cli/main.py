@@ -137,10 +137,26 @@ def _generate(
             table.add_row(world, k, str(v))
     console.print(table)
     rt = Table(title="revisits of ground test queries")
-    for col in ("world", "queries", "aerial <= r", "ground <= r", "r (m)", "max nearest ground"):
+    cols = (
+        "world",
+        "queries",
+        "aerial <= r",
+        "ground <= r",
+        "r (m)",
+        "max nearest ground",
+        "overlap g-g (far)",
+        "overlap g-a (far)",
+    )
+    for col in cols:
         rt.add_column(col)
     for world, r in res.revisits.items():
         mg = r["max_nearest_ground"]
+        ov = r.get("overlap", {})
+
+        def pair(key: str, ov: dict = ov) -> str:
+            a, b = ov.get(f"median_overlap_{key}"), ov.get(f"median_overlap_{key}_far")
+            return "-" if a is None else f"{a:.2f} ({b:.2f})" if b is not None else f"{a:.2f}"
+
         rt.add_row(
             world,
             str(r["queries"]),
@@ -148,6 +164,8 @@ def _generate(
             str(r["with_ground_within"]),
             str(r["radius"]),
             "-" if mg is None else f"{mg:.1f}",
+            pair("ground"),
+            pair("aerial"),
         )
     console.print(rt)
     total = res.generated + res.skipped_existing

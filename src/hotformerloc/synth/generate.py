@@ -396,6 +396,68 @@ def assign_splits(
     return split.astype(str)
 
 
+def overlap_report(
+    folder: Path,
+    plans: list[SubmapPlan],
+    split: np.ndarray,
+    max_queries: int = 60,
+    tolerance: float = 1.0,
+    far: float = 100.0,
+) -> dict[str, float | int | None]:
+    """Difficulty proxy: how much geometry a query shares with its revisits.
+
+    For up to ``max_queries`` ground test queries (evenly spaced), the fraction of query
+    points with a point of the nearest other-traversal ground submap (``ground``) / the
+    nearest aerial submap (``aerial``) within ``tolerance`` m, in the world frame (true
+    poses). ``*_far``: the same for the nearest submap at least ``far`` m away, overlaid in
+    its own frame (what a false match shares). Medians are reported.
+    """
+    from hotformerloc.io import read_pointcloud
+
+    xy = np.array([p.pose[:2, 3] for p in plans]).reshape(-1, 2)
+    ground = np.array([p.traversal >= 0 for p in plans], bool)
+    seqs = np.array([p.sequence for p in plans])
+    queries = np.flatnonzero(ground & (split == "test"))
+    if not len(queries):
+        return {"queries": 0}
+    queries = queries[np.linspace(0, len(queries) - 1, min(max_queries, len(queries))).astype(int)]
+
+    def world_pts(i: int, at: np.ndarray | None = None) -> np.ndarray:
+        c = read_pointcloud(folder / plans[i].relpath)
+        pose = plans[i].pose if at is None else at
+        return (c.xyz.astype(np.float64) @ pose[:3, :3].T) + pose[:3, 3]
+
+    def frac(q: np.ndarray, db: np.ndarray) -> float:
+        d, _ = cKDTree(db).query(q, k=1, distance_upper_bound=tolerance)
+        return float(np.mean(np.isfinite(d)))
+
+    res: dict[str, list[float]] = {k: [] for k in ("ground", "aerial", "ground_far", "aerial_far")}
+    for qi in queries:
+        q = world_pts(qi)
+        d = np.linalg.norm(xy - xy[qi], axis=1)
+        for key, pool in (("ground", ground & (seqs != seqs[qi])), ("aerial", ~ground)):
+            cand = np.flatnonzero(pool)
+            if not len(cand):
+                continue
+            near = cand[np.argmin(d[cand])]
+            res[key].append(frac(q, world_pts(near)))
+            far_c = cand[d[cand] >= far]
+            if len(far_c):
+                other = far_c[np.argmin(d[far_c])]
+                # overlay the far submap's frame on the query's (same relative placement)
+                at = plans[qi].pose.copy()
+                at[2, 3] += plans[other].pose[2, 3] - plans[qi].pose[2, 3] if key == "aerial" else 0
+                res[f"{key}_far"].append(frac(q, world_pts(other, at)))
+    out: dict[str, float | int | None] = {
+        "queries": len(queries),
+        "tolerance": tolerance,
+        "far": far,
+    }
+    for k, v in res.items():
+        out[f"median_overlap_{k}"] = round(float(np.median(v)), 4) if v else None
+    return out
+
+
 def revisit_report(
     xy: np.ndarray, seq: np.ndarray, is_ground: np.ndarray, split: np.ndarray, radius: float
 ) -> dict[str, object]:
@@ -549,6 +611,9 @@ def generate(
         c["discarded"] = sum(1 for p in plans if status.get((wi, p.sequence, p.index)) == 0)
         counts[wcfg.name] = dict(sorted(c.items()))
         revisits[wcfg.name] = revisit_report(xy, seq, is_ground, split, cfg.split.revisit_radius)
+        x0, y0, x1, y1 = world.extent
+        far = min(100.0, 0.5 * min(x1 - x0, y1 - y0))
+        revisits[wcfg.name]["overlap"] = overlap_report(out / wcfg.name, kept, split, far=far)
     for wcfg in cfg.worlds:
         for path in sorted((out / wcfg.name).rglob("*")):
             if path.is_file():
