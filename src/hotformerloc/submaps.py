@@ -35,7 +35,7 @@ class SubmapConfig:
     ground_window: float = 40.0
     voxel: float = 0.8
     normalise: bool = False
-    min_points: int = 1024
+    min_points: int = 512
 
     def __post_init__(self) -> None:
         require(self.radius > 0, f"radius must be > 0, got {self.radius}")

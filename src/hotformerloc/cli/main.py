@@ -184,7 +184,10 @@ def generate(
         str | None, typer.Option(help="Preset: demo, small or large (default demo).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (overlays the preset).")
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="YAML config, over --preset if given, else over the defaults."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,

@@ -191,7 +191,8 @@ def load_generator_config(
     config: str | Path | None = None,
     seed: int | None = None,
 ) -> GeneratorConfig:
-    """Preset (default ``demo`` when no config file), overlaid by a config file, then seed."""
+    """The preset (``demo`` when neither a preset nor a config file is given) or the built-in
+    defaults, overlaid by the config file, then the seed."""
     data: dict[str, Any] = preset_dict(preset) if preset or not config else {}
     if config:
         data = merge(data, load_yaml(config))
