@@ -61,7 +61,9 @@ def main() -> None:
         t0 = time.perf_counter()
         res = generate(cfg, tmp, args.workers, progress)
         total = time.perf_counter() - t0
-    n_ground = sum(v for c in res.counts.values() for k, v in c.items() if k.startswith("ground_"))
+    n_ground = sum(
+        c.get(f"ground_{s}", 0) for c in res.counts.values() for s in ("train", "test", "buffer")
+    )
     n_aerial = sum(c.get("aerial", 0) for c in res.counts.values())
     print(f"preset={args.preset} workers={args.workers} cpus={os.cpu_count()}")
     print(f"{'stage':<28}{'seconds':>10}{'items':>10}{'items/s':>10}")

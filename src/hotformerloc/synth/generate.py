@@ -534,7 +534,7 @@ def generate(
     worlds = []
     for wi, wcfg in enumerate(cfg.worlds):
         if progress:
-            progress(f"world {wcfg.name}", 0, 1)
+            progress(f"world+survey {wcfg.name}", 0, 1)
         world = _make_world(cfg, wi)
         worlds.append(world)
         g = plan_ground(cfg, wi, world)
@@ -563,7 +563,7 @@ def generate(
             np.savez(buf, xyz=np.ascontiguousarray(pts, np.float32))
             atomic_write_bytes(cache, buf.getvalue())
         if progress:
-            progress(f"world {wcfg.name}", 1, 1)
+            progress(f"world+survey {wcfg.name}", 1, 1)
     res = _run(ground_tasks, _ground_task, cfg, out, workers, "ground submaps", progress)
     res += _run(aerial_tasks, _aerial_task, cfg, out, workers, "aerial submaps", progress)
     status = {
