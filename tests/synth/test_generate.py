@@ -279,3 +279,22 @@ def test_real_geometry_world_end_to_end(shared_data, tmp_path):
     assert np.hypot(cloud.xyz[:, 0], cloud.xyz[:, 1]).max() <= 25.0 + 0.5
     ground = read_pointcloud(next((world / "ground_a" / "clouds").glob("*.pcd")))
     assert ground.pose is not None and len(ground) >= 200
+
+
+def test_known_discards_are_not_recomputed_and_cache_is_removed(tmp_path, monkeypatch):
+    import hotformerloc.synth.generate as gen
+
+    data = {**TINY, "aerial": {**TINY["aerial"], "submap": {"radius": 25.0, "min_points": 10**7}}}
+    cfg = from_dict(GeneratorConfig, data)
+    first = generate(cfg, tmp_path / "d", workers=1)
+    n_aerial = sum(1 for _ in gen.plan_aerial(cfg, 0, gen._make_world(cfg, 0)))
+    assert first.discarded == n_aerial and first.counts["forest"]["discarded"] == n_aerial
+    assert not (tmp_path / "d" / ".cache").exists()
+
+    def no_survey(*args, **kwargs):
+        raise AssertionError("survey recomputed")
+
+    monkeypatch.setattr(gen, "aerial_survey", no_survey)
+    again = generate(cfg, tmp_path / "d", workers=1)
+    assert again.generated == 0 and again.discarded == n_aerial
+    assert json.loads(again.manifest.read_text()) == json.loads(first.manifest.read_text())

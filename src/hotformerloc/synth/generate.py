@@ -26,6 +26,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -232,10 +233,11 @@ def _make_world(cfg: GeneratorConfig, wi: int) -> World:
     return build_world(w.kind, dict(w.params), _world_seed(cfg, wi), w.name, f"worlds[{wi}].params")
 
 
-def _init_worker(cfg: GeneratorConfig, out: str) -> None:
+def _init_worker(cfg: GeneratorConfig, out: str, discarded: frozenset[str]) -> None:
     _WORKER.clear()
     _WORKER["cfg"] = cfg
     _WORKER["out"] = out
+    _WORKER["discarded"] = discarded
 
 
 def _cached(key: tuple, make: Callable[[], T]) -> T:
@@ -258,20 +260,26 @@ def _write_submap(
     write_pointcloud(path, cloud, format="pcd", compression="binary_compressed")
 
 
-def _task_context(plan: SubmapPlan) -> tuple[GeneratorConfig, Path, WorldConfig, bool]:
-    """(config, output folder, world config, whether the submap file already exists)."""
+def _task_context(plan: SubmapPlan) -> tuple[GeneratorConfig, Path, WorldConfig, int | None]:
+    """(config, output folder, world config, status if already done: -1 written, 0 known
+    to be discarded, else None)."""
     cfg = _WORKER["cfg"]
     assert isinstance(cfg, GeneratorConfig)
     out = Path(str(_WORKER["out"]))
     wcfg = cfg.worlds[plan.world]
-    return cfg, out, wcfg, (out / wcfg.name / plan.relpath).exists()
+    rel = f"{wcfg.name}/{plan.relpath}"
+    if (out / rel).exists():
+        return cfg, out, wcfg, -1
+    known = _WORKER["discarded"]
+    assert isinstance(known, frozenset)
+    return cfg, out, wcfg, 0 if rel in known else None
 
 
 def _ground_task(plan: SubmapPlan) -> tuple[str, int, int]:
     """Simulate, process and write one ground submap; returns (sequence, index, points)."""
     cfg, out, wcfg, done = _task_context(plan)
-    if done:
-        return plan.sequence, plan.index, -1
+    if done is not None:
+        return plan.sequence, plan.index, done
     world = _cached(("world", plan.world), lambda: _make_world(cfg, plan.world))
     trav = wcfg.traversals[plan.traversal]
     scene = _cached(
@@ -290,8 +298,8 @@ def _ground_task(plan: SubmapPlan) -> tuple[str, int, int]:
 
 def _aerial_task(plan: SubmapPlan) -> tuple[str, int, int]:
     cfg, out, wcfg, done = _task_context(plan)
-    if done:
-        return plan.sequence, plan.index, -1
+    if done is not None:
+        return plan.sequence, plan.index, done
 
     def load() -> tuple[np.ndarray, cKDTree]:
         with np.load(out / CACHE_DIR / f"{wcfg.name}-aerial.npz", allow_pickle=False) as z:
@@ -315,11 +323,12 @@ def _run(
     workers: int,
     stage: str,
     progress: Progress | None,
+    discarded: frozenset[str],
 ) -> list:
     results = []
     total = len(tasks)
     if workers <= 1:
-        _init_worker(cfg, str(out))
+        _init_worker(cfg, str(out), discarded)
         for i, t in enumerate(tasks):
             results.append(fn(t))
             if progress:
@@ -328,7 +337,7 @@ def _run(
         return results
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out))
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, str(out), discarded)
     ) as ex:
         for i, r in enumerate(ex.map(fn, tasks, chunksize=4)):
             results.append(r)
@@ -502,12 +511,15 @@ def config_digest(cfg: GeneratorConfig) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _check_state(out: Path, digest: str) -> None:
+def _check_state(out: Path, digest: str) -> set[str]:
+    """Validate (or create) the state file; returns the submaps known to be discarded."""
     state = out / STATE_FILE
+    discarded: list[str] = []
     if state.exists():
         try:
-            old = json.loads(state.read_text())["config_sha256"]
-        except (ValueError, KeyError) as e:
+            data = json.loads(state.read_text())
+            old, discarded = data["config_sha256"], list(data.get("discarded", []))
+        except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{state}: unreadable generation state ({e}); remove it") from e
         if old != digest:
             raise ConfigError(
@@ -517,7 +529,13 @@ def _check_state(out: Path, digest: str) -> None:
     elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         raise ConfigError(f"{out} is not empty and was not made by 'hotformerloc generate'")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state, json.dumps({"config_sha256": digest, "version": __version__}))
+    _write_state(out, digest, discarded)
+    return set(discarded)
+
+
+def _write_state(out: Path, digest: str, discarded: Iterable[str]) -> None:
+    data = {"config_sha256": digest, "version": __version__, "discarded": sorted(discarded)}
+    atomic_write_text(out / STATE_FILE, json.dumps(data, indent=0) + "\n")
 
 
 def generate(
@@ -526,7 +544,7 @@ def generate(
     """Generate (or resume, or verify as complete) the benchmark ``cfg`` under ``out``."""
     out = Path(out)
     digest = config_digest(cfg)
-    _check_state(out, digest)
+    discarded = _check_state(out, digest)
     (out / CACHE_DIR).mkdir(exist_ok=True)
     all_plans: list[list[SubmapPlan]] = []
     ground_tasks: list[SubmapPlan] = []
@@ -543,7 +561,13 @@ def generate(
         aerial_tasks += a
         all_plans.append(g + a)
         cache = out / CACHE_DIR / f"{wcfg.name}-aerial.npz"
-        if not cache.exists() and not all((out / wcfg.name / p.relpath).exists() for p in a):
+        pending = [
+            p
+            for p in a
+            if f"{wcfg.name}/{p.relpath}" not in discarded
+            and not (out / wcfg.name / p.relpath).exists()
+        ]
+        if pending and not cache.exists():
             pts = world.aerial_points()
             if pts is None:
                 scene = world.scene(cfg.aerial.epoch.epoch("aerial"))
@@ -564,12 +588,23 @@ def generate(
             atomic_write_bytes(cache, buf.getvalue())
         if progress:
             progress(f"world+survey {wcfg.name}", 1, 1)
-    res = _run(ground_tasks, _ground_task, cfg, out, workers, "ground submaps", progress)
-    res += _run(aerial_tasks, _aerial_task, cfg, out, workers, "aerial submaps", progress)
+    known = frozenset(discarded)
+    res = _run(ground_tasks, _ground_task, cfg, out, workers, "ground submaps", progress, known)
+    res += _run(aerial_tasks, _aerial_task, cfg, out, workers, "aerial submaps", progress, known)
     status = {
         (p.world, p.sequence, p.index): n
         for p, (_, _, n) in zip(ground_tasks + aerial_tasks, res, strict=True)
     }
+    names = [w.name for w in cfg.worlds]
+    _write_state(
+        out,
+        digest,
+        {
+            f"{names[p.world]}/{p.relpath}"
+            for p in ground_tasks + aerial_tasks
+            if status[(p.world, p.sequence, p.index)] == 0
+        },
+    )
     counts: dict[str, dict[str, int]] = {}
     revisits: dict[str, dict[str, object]] = {}
     files: dict[str, str] = {}
@@ -630,6 +665,7 @@ def generate(
     }
     mpath = out / "manifest.json"
     atomic_write_text(mpath, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)  # survey clouds: only for resuming
     vals = [n for n in status.values()]
     return GenerateResult(
         out=out,
