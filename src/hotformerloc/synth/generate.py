@@ -2,7 +2,8 @@
 
 Layout (the CS-Wild-Places layout)::
 
-    <out>/<world>/<sequence>/clouds/<timestamp>.pcd     binary_compressed PCD, metric,
+    <out>/<world>/<sequence>/clouds/<timestamp>.pcd     PCD (binary_compressed, or binary
+                                                        when LZF cannot shrink it), metric,
                                                         submap frame, VIEWPOINT = pose
     <out>/<world>/<sequence>/poses.csv                  timestamp,x,y,z,qx,qy,qz,qw
     <out>/<world>/test_regions.json                     test squares (polygons), buffer
