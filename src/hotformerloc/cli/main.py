@@ -205,12 +205,90 @@ def demo(
     _generate("demo", None, out / "benchmark", None, workers)
 
 
+def _load_model(spec: str) -> tuple[object, str, str | None]:
+    """(model in eval mode, registered name, weights SHA-256 or None when untrained)."""
+    from hotformerloc.model import create_model, list_models
+    from hotformerloc.model.checkpoint import load_checkpoint, load_weights
+
+    if spec in list_models():
+        return create_model(spec).eval(), spec, None
+    path = Path(spec)
+    if not path.exists() and path.suffix != ".safetensors":
+        raise UserError(
+            f"--model {spec!r} is neither a registered model ({', '.join(list_models())}) "
+            "nor a checkpoint file"
+        )
+    ck = load_checkpoint(path)
+    if ck.model not in list_models():
+        raise UserError(f"{path}: checkpoint of unknown model {ck.model!r}")
+    model = create_model(ck.model, **ck.config)
+    load_weights(model, ck, path)
+    return model.eval(), ck.model, ck.sha256
+
+
+@app.command()
+def embed(
+    files: Annotated[list[Path], typer.Argument(help="Point-cloud files (any supported format).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name or checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    batch_size: Annotated[int, typer.Option(help="Clouds per forward pass.")] = 8,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Force a reader (e.g. pnv for PNV .bin).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """Compute global descriptors: writes descriptors.npy (N, D) float32, ids.txt, embed.json."""
+    import io as _io
+
+    import numpy as np
+    import torch
+
+    from hotformerloc.io import read_pointcloud
+    from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
+
+    if batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if device == "auto"
+        else device
+    )
+    net, name, sha = _load_model(model)
+    net = net.to(dev)  # type: ignore[attr-defined]
+    if sha is None:
+        err.print(f"[yellow]note:[/yellow] {name} has untrained (random) weights")
+    descriptors = []
+    bar, update = _progress()
+    with bar, torch.inference_mode():
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            clouds = []
+            for f in chunk:
+                cloud = read_pointcloud(f, fmt)
+                clouds.append(torch.from_numpy(cloud.xyz).to(dev))
+            descriptors.append(net.embed(clouds).float().cpu())  # type: ignore[attr-defined]
+            update("embedding", min(start + batch_size, len(files)), len(files))
+    desc = torch.cat(descriptors).numpy().astype(np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = _io.BytesIO()
+    np.save(buf, desc)
+    atomic_write_bytes(out / "descriptors.npy", buf.getvalue())
+    atomic_write_text(out / "ids.txt", "".join(f"{f}\n" for f in files))
+    meta = {"model": name, "weights_sha256": sha, "count": len(files), "dim": int(desc.shape[1])}
+    atomic_write_text(out / "embed.json", json.dumps(meta, indent=1) + "\n")
+    console.print(f"{len(files)} descriptors ({desc.shape[1]}-d) from {name} -> {out}")
+
+
 def entrypoint() -> None:
     """Console-script entry: user errors become one clear line and exit code 2."""
     from hotformerloc.config import ConfigError
     from hotformerloc.io import PointCloudError
+    from hotformerloc.model.checkpoint import CheckpointError
+    from hotformerloc.octree import OctreeInputError
 
-    user_errors = (ConfigError, PointCloudError, UserError)
+    user_errors = (ConfigError, PointCloudError, CheckpointError, OctreeInputError, UserError)
     try:
         app(standalone_mode=False)
     except typer.Exit as e:

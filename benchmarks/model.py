@@ -1,0 +1,216 @@
+"""Benchmark: octree build and HOTFormerLoc forward speed, memory and efficiency.
+
+Per variant and input: octree build + neighbour tables, forward latency at batch 1 and 8,
+peak memory of a batch-1 forward, parameters, and
+
+    efficiency = (the reference's GFLOP for that config) / forward seconds
+                 / (dense fp32 matmul GFLOP/s measured in this run)
+
+plus the speed-up against the reference's timings (``../shared/data/reference_bench``).
+Also: a bf16 inference mode (time and cosine to fp32) and forward time against input size
+on generated synthetic submaps.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/model.py [--threads 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hotformerloc import create_model
+
+REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_bench"
+# reference (2 threads): config -> (cloud, GFLOP per forward, forward s, octree+neighbours ms)
+REFERENCE = {
+    "hotformerloc-cs-wild-places": ("forest_28000.npy", 39.3, 0.65, 46.0),
+    "hotformerloc-oxford": ("urban_4096.npy", 135.5, 1.62, 26.0),
+}
+TARGETS = {"hotformerloc-cs-wild-places": 0.30, "hotformerloc-oxford": 1.0}
+
+
+def median_time(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_gflops() -> float:
+    a = torch.randn(4096, 4096)
+    b = torch.randn(4096, 4096)
+    sec = median_time(lambda: a @ b, repeat=3)
+    return 2 * 4096**3 / sec / 1e9
+
+
+def peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Peak resident memory (MB) above the level before ``fn`` (Linux; nan elsewhere)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return float("nan")
+
+    def read(key: str) -> float:
+        for line in status.read_text().splitlines():
+            if line.startswith(key):
+                return float(line.split()[1]) / 1024
+        return float("nan")
+
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+    before = read("VmRSS:")
+    fn()
+    return read("VmHWM:") - before
+
+
+def load_cloud(name: str) -> torch.Tensor:
+    return torch.from_numpy(np.load(REF_DIR / name).astype(np.float32))
+
+
+def bench_variant(name: str, cloud: torch.Tensor, gflops: float, quick: bool) -> dict:
+    model = create_model(name).eval()
+    params = sum(p.numel() for p in model.parameters())
+    with torch.inference_mode():
+        t_oct = median_time(lambda: model.build_octree([cloud]), repeat=10 if not quick else 3)
+        octree1 = model.build_octree([cloud])
+        t1 = median_time(lambda: model(octree1), repeat=5 if not quick else 2)
+        jitter = [cloud + 0.002 * torch.randn_like(cloud) for _ in range(8)]
+        octree8 = model.build_octree([c.clamp(-0.99, 0.99) for c in jitter])
+        t8 = median_time(lambda: model(octree8), repeat=2 if not quick else 1)
+        mem = peak_rss_mb(lambda: model(octree1))
+    row = {
+        "variant": name,
+        "params_m": params / 1e6,
+        "octree_ms": t_oct * 1e3,
+        "fwd1_s": t1,
+        "fwd8_s": t8,
+        "peak_mb": mem,
+    }
+    if name in REFERENCE:
+        _, gflop, ref_s, ref_oct = REFERENCE[name]
+        row.update(
+            efficiency=gflop / t1 / gflops,
+            speedup=ref_s / t1,
+            ref_s=ref_s,
+            oct_ratio=t_oct * 1e3 / ref_oct,
+        )
+    return row
+
+
+def bf16_check(cloud: torch.Tensor) -> tuple[float, float, float]:
+    """(fp32 s, bf16 s, cosine) for the CS-Wild-Places model on ``cloud``."""
+    model = create_model("hotformerloc-cs-wild-places").eval()
+    with torch.inference_mode():
+        octree = model.build_octree([cloud])
+        ref = model(octree)
+        t32 = median_time(lambda: model(octree), repeat=3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(octree).float()
+            t16 = median_time(lambda: model(octree), repeat=3)
+    cos = torch.nn.functional.cosine_similarity(ref, low).item()
+    return t32, t16, cos
+
+
+def scaling_clouds() -> list[torch.Tensor]:
+    """Ground submaps of growing size from the synthetic forest (1, 2, 4, 8 scans spread
+    along the route, 0.2 m voxels): more scans cover more ground, so more octree nodes."""
+    from hotformerloc.submaps import voxel_downsample
+    from hotformerloc.synth.sensors import GroundLidarConfig, ground_scan
+    from hotformerloc.synth.worlds import build_world
+    from hotformerloc.synth.worlds.base import Epoch
+
+    world = build_world("forest", {"size_x": 240.0, "size_y": 240.0}, 0, "forest")
+    scene = world.scene(Epoch())
+    route = world.route()
+    sensor = GroundLidarConfig(beams=32, columns=900)
+    rng = np.random.default_rng(0)
+    scans = []
+    for k in range(8):
+        x, y = route[k * 6]
+        pose = np.eye(4)
+        pose[:3, 3] = [x, y, float(world.ground_height(np.array([x]), np.array([y]))[0]) + 1.5]
+        scans.append(ground_scan(scene, pose, sensor, rng, max_range=40.0)[0])
+    out = []
+    for n in (1, 2, 4, 8):
+        pts = voxel_downsample(np.concatenate(scans[:n]), 0.2)
+        out.append(torch.from_numpy(pts))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    gflops = matmul_gflops()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"dense fp32 matmul {gflops:.1f} GFLOP/s (reference run: 189.8 at 2 threads)"
+    )
+    forest = load_cloud("forest_28000.npy")
+    urban = load_cloud("urban_4096.npy")
+    rows = []
+    for name, cloud in (
+        ("hotformerloc-tiny", forest),
+        ("hotformerloc-small", forest),
+        ("hotformerloc-cs-wild-places", forest),
+        ("hotformerloc-oxford", urban),
+    ):
+        rows.append(
+            (
+                (cloud is forest and "forest_28000") or "urban_4096",
+                bench_variant(name, cloud, gflops, args.quick),
+            )
+        )
+    hdr = (
+        f"{'variant':<28}{'cloud':<14}{'params M':>9}{'octree ms':>10}{'fwd b1 s':>9}"
+        f"{'fwd b8 s':>9}{'peak MB':>8}{'effic.':>7}{'ref s':>6}{'speed-up':>9}{'target':>7}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for cloud_name, r in rows:
+        eff = f"{r['efficiency']:.2f}" if "efficiency" in r else "-"
+        ref = f"{r['ref_s']:.2f}" if "ref_s" in r else "-"
+        spd = f"x{r['speedup']:.2f}" if "speedup" in r else "-"
+        tgt = f"{TARGETS[r['variant']]:.2f}" if r["variant"] in TARGETS else "-"
+        print(
+            f"{r['variant']:<28}{cloud_name:<14}{r['params_m']:>9.2f}{r['octree_ms']:>10.1f}"
+            f"{r['fwd1_s']:>9.3f}{r['fwd8_s']:>9.3f}{r['peak_mb']:>8.0f}{eff:>7}{ref:>6}"
+            f"{spd:>9}{tgt:>7}"
+        )
+    t32, t16, cos = bf16_check(forest)
+    print(
+        f"bf16 autocast, cs-wild-places on forest_28000: fp32 {t32:.3f} s, bf16 {t16:.3f} s "
+        f"(target <= 0.20 s), cosine to fp32 {cos:.5f} (target >= 0.999)"
+    )
+    model = create_model("hotformerloc-cs-wild-places").eval()
+    base = None
+    print(f"{'points':>8}{'leaves':>8}{'fwd s':>8}{'x points':>9}{'x time':>8}")
+    with torch.inference_mode():
+        for cloud in scaling_clouds():
+            octree = model.build_octree([cloud])
+            t = median_time(lambda o=octree: model(o), repeat=3)
+            leaves = octree.num_nodes(octree.depth)
+            base = base or (len(cloud), t)
+            print(
+                f"{len(cloud):>8}{leaves:>8}{t:>8.3f}{len(cloud) / base[0]:>9.2f}"
+                f"{t / base[1]:>8.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""HOTFormerLoc network in pure PyTorch (spec 2): config, layers, blocks, pooling, registry.
+
+Typical use::
+
+    from hotformerloc import create_model
+    model = create_model("hotformerloc-cs-wild-places").eval()
+    with torch.inference_mode():
+        desc = model.embed([cloud])  # (1, 256), unit norm
+
+See ``docs/model.md``.
+"""
+
+from hotformerloc.model.config import ModelConfig, model_config_from_dict
+from hotformerloc.model.network import HOTFormerLoc
+from hotformerloc.model.registry import create_model, get_model_config, list_models, register_model
+
+__all__ = [
+    "HOTFormerLoc",
+    "ModelConfig",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "model_config_from_dict",
+    "register_model",
+]

@@ -1,0 +1,321 @@
+"""Transformer blocks of HOTFormerLoc (spec 2.3-2.5) and the per-depth table cache.
+
+* :class:`DepthView`: everything one forward needs about one octree depth (padded neighbour
+  and child tables, windows, attention layouts, RPE table rows), computed once on first use
+  and shared by every block at that depth;
+* :class:`PreNormBlock`: ``x += DP(MHSA(LN(x))); x += DP(MLP(LN(x)))`` over the groups of
+  an :class:`~hotformerloc.model.layers.AttentionLayout` (RTSA is this block over the relay
+  tokens of each sample);
+* :class:`OctFormerBlock`: ``x += CPE(x)`` then a :class:`PreNormBlock` over (optionally
+  dilated) windows with RPE; given relay tokens it is the H-OSA block (one relay token
+  prepended to each window);
+* :class:`RelayTokenInit`: masked window means + ADaPE, or mean of CPE(F);
+* :class:`HOTFormerBlock`: RTSA over all relay tokens of a sample, then H-OSA per level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hotformerloc.model.config import ADAPE_DIMS
+from hotformerloc.model.layers import (
+    CPE,
+    MLP,
+    RPE,
+    Attention,
+    AttentionLayout,
+    DropPath,
+    SlotPairs,
+    rpe_mask_row,
+    rpe_table_index,
+    rpe_zero_row,
+    serial_when_small,
+)
+from hotformerloc.octree import (
+    Octree,
+    Windows,
+    node_corner_coords,
+    relative_offsets,
+    window_partition,
+)
+
+_T = TypeVar("_T")
+
+
+class DepthView:
+    """Lazily computed, cached tables of one octree depth for one forward pass.
+
+    Attributes: ``octree``, ``depth``, ``patch_size`` (K), ``batch_size`` (B),
+    ``num_nodes`` (N), ``batch_id`` ((N,) int64 sample of each node).
+    """
+
+    def __init__(self, octree: Octree, depth: int, patch_size: int):
+        self.octree = octree
+        self.depth = depth
+        self.patch_size = patch_size
+        self.batch_size = octree.batch_size
+        self.batch_id = octree.batch_id[depth]
+        self.num_nodes = int(self.batch_id.shape[0])
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def neighbours(self) -> SlotPairs:
+        """Pairs of the 27-neighbour table (for the 3x3x3 convs at this depth)."""
+        return self._cached(
+            ("nb",),
+            lambda: SlotPairs.from_table(self.octree.neighbours[self.depth], self.num_nodes, 13),
+        )
+
+    @property
+    def children(self) -> SlotPairs:
+        """Pairs of the child table (for the stride-2 convs from depth + 1 to this depth)."""
+        return self._cached(
+            ("ch",),
+            lambda: SlotPairs.from_table(
+                self.octree.children[self.depth], self.octree.num_nodes(self.depth + 1)
+            ),
+        )
+
+    def windows(self, dilation: int) -> Windows:
+        """Per-sample padded windows of K nodes (dilated when ``dilation`` > 1)."""
+        return self._cached(
+            ("win", dilation),
+            lambda: window_partition(self.octree, self.depth, self.patch_size, dilation),
+        )
+
+    def layout(self, dilation: int) -> AttentionLayout:
+        """Attention layout of the node windows (tokens = the N nodes)."""
+        return self._cached(
+            ("layout", dilation),
+            lambda: AttentionLayout.from_index(self.windows(dilation).index, self.num_nodes),
+        )
+
+    @property
+    def relay_layout(self) -> AttentionLayout:
+        """Layout of the non-dilated windows with each window's relay token prepended.
+
+        Tokens are ``cat([nodes (N), relay tokens (nw)])``; groups have K + 1 slots, slot 0
+        is the window's relay token.
+        """
+
+        def make() -> AttentionLayout:
+            win = self.windows(1)
+            rt = self.num_nodes + torch.arange(win.num_windows, device=win.index.device)
+            index = torch.cat([rt[:, None], win.index], 1)
+            return AttentionLayout.from_index(index, self.num_nodes + win.num_windows)
+
+        return self._cached(("relay_layout",), make)
+
+    @property
+    def relay_batch_id(self) -> Tensor:
+        """(N + nw,) sample of each token of :attr:`relay_layout`."""
+        return self._cached(
+            ("relay_batch",), lambda: torch.cat([self.batch_id, self.windows(1).batch])
+        )
+
+    def bias_index(self, dilation: int, bound: int, relay: bool) -> Tensor:
+        """(nw, L, L, 3) int64 rows of the extended RPE table (see :class:`RPE`).
+
+        Windows at ``dilation`` (L = K), or with relay tokens prepended (``relay``, L = K + 1,
+        non-dilated): clamped per-axis offsets for node pairs, the zero row for relay-token
+        pairs, the mask row for every padding key column.
+        """
+
+        def make() -> Tensor:
+            win = self.windows(dilation)
+            index = rpe_table_index(relative_offsets(self.octree, self.depth, win), bound)
+            valid = win.valid
+            if relay:
+                index = F.pad(index, (0, 0, 1, 0, 1, 0), value=rpe_zero_row(bound))
+                valid = F.pad(valid, (1, 0), value=True)
+            index = index.masked_fill(~valid[:, None, :, None], rpe_mask_row(bound))
+            return index.contiguous()
+
+        return self._cached(("bias", dilation, bound, relay), make)
+
+    @property
+    def sample_layout(self) -> AttentionLayout:
+        """All nodes of each sample as one group (B groups, padded to the largest sample)."""
+        return self._cached(
+            ("samples",), lambda: AttentionLayout.group_by(self.batch_id, self.batch_size)
+        )
+
+
+class PreNormBlock(nn.Module):
+    """Pre-norm transformer block over the groups of an attention layout (no CPE, no RPE).
+
+    ``x += DP(MHSA(LN(x))); x += DP(MLP(LN(x)))`` with MLP ratio 4. Used directly as
+    the RTSA block (groups = the relay tokens of each sample).
+    """
+
+    def __init__(self, dim: int, num_heads: int, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, 4 * dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(
+        self,
+        x: Tensor,
+        layout: AttentionLayout,
+        batch_id: Tensor,
+        batch_size: int,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """``x`` (T, C) tokens, ``batch_id`` (T,) their samples -> (T, C).
+
+        ``mask``: optional (nw, H, L, L) additive attention mask (default: the key mask).
+        """
+        with serial_when_small(x.shape[0], x.device):
+            x = x + self.drop_path(self.attn(self.norm1(x), layout, mask), batch_id, batch_size)
+            return x + self.drop_path(self.mlp(self.norm2(x)), batch_id, batch_size)
+
+
+class OctFormerBlock(PreNormBlock):
+    """OctFormer block (spec 2.4): ``x += CPE(x)``, then window MHSA with RPE and MLP.
+
+    ``dilation`` > 1 uses dilated windows. ``rpe_bound`` None disables the RPE. Called with
+    relay tokens it is the H-OSA block (spec 2.5 c.2): the windows are non-dilated, each
+    gets its relay token as an extra first token (zero RPE on its row and column), and the
+    updated relay tokens are returned too.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, drop_path: float, dilation: int, rpe_bound: int | None
+    ):
+        super().__init__(dim, num_heads, drop_path)
+        self.dilation = dilation
+        self.cpe = CPE(dim)
+        self.rpe = RPE(num_heads, rpe_bound) if rpe_bound is not None else None
+
+    def _mask(self, view: DepthView, relay: bool) -> Tensor | None:
+        if self.rpe is None:
+            return None
+        dilation = 1 if relay else self.dilation
+        return self.rpe(view.bias_index(dilation, self.rpe.bound, relay))
+
+    def forward(  # type: ignore[override]
+        self, x: Tensor, view: DepthView, relay: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x`` (N, C) node features at ``view.depth``; ``relay`` (nw, C) or None.
+
+        Returns ``(x, relay)`` updated (``relay`` stays None when not given).
+        """
+        with serial_when_small(x.shape[0], x.device):
+            x = x + self.cpe(x, view.neighbours)
+        if relay is None:
+            mask = self._mask(view, relay=False)
+            layout = view.layout(self.dilation)
+            return super().forward(x, layout, view.batch_id, view.batch_size, mask), None
+        tokens = torch.cat([x, relay])
+        tokens = super().forward(
+            tokens, view.relay_layout, view.relay_batch_id, view.batch_size, self._mask(view, True)
+        )
+        return tokens[: view.num_nodes], tokens[view.num_nodes :]
+
+
+def window_statistics(coords: Tensor, window: Tensor, counts: Tensor, mode: str) -> Tensor:
+    """ADaPE input: per-window mean and (co)variances of node coordinates.
+
+    Args:
+        coords: (N, 3) float node corner coordinates in [-1, 1].
+        window: (N,) int64 window of each node.
+        counts: (nw,) valid nodes per window (>= 1).
+        mode: ``pos`` -> (nw, 3) mean; ``var`` -> (nw, 6) mean + unbiased variances
+            (xx, yy, zz); ``cov`` -> (nw, 9) mean + unbiased upper-triangular covariance
+            (xx, xy, xz, yy, yz, zz). (Co)variances are 0 for windows with < 2 nodes.
+    """
+    n = counts.to(coords.dtype)[:, None]
+    mean = coords.new_zeros(counts.shape[0], 3).index_add_(0, window, coords) / n
+    if mode == "pos":
+        return mean
+    d = coords - mean[window]
+    if mode == "var":
+        prods = d * d
+    else:
+        x, y, z = d.unbind(1)
+        prods = torch.stack([x * x, x * y, x * z, y * y, y * z, z * z], 1)
+    sums = prods.new_zeros(counts.shape[0], prods.shape[1]).index_add_(0, window, prods)
+    cov = torch.where(n >= 2, sums / (n - 1).clamp_min(1), torch.zeros_like(sums))
+    return torch.cat([mean, cov], 1)
+
+
+class RelayTokenInit(nn.Module):
+    """Relay-token initialisation (spec 2.5 b): one token per non-dilated window.
+
+    ``adape_mode`` in {pos, var, cov}: RT = masked mean of the window's node features +
+    ADaPE(window statistics), ADaPE = Linear(n, C) -> GELU -> Linear(C, C) shared by all
+    levels. ``adape_mode`` ``none``: RT = masked mean of CPE(F) = LN(DWConv(F)) (one CPE
+    shared by all levels; not a residual).
+    """
+
+    def __init__(self, dim: int, adape_mode: str):
+        super().__init__()
+        self.adape_mode = adape_mode
+        if adape_mode == "none":
+            self.cpe = CPE(dim)
+        else:
+            n = ADAPE_DIMS[adape_mode]
+            self.adape = nn.Sequential(nn.Linear(n, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, x: Tensor, view: DepthView) -> Tensor:
+        """``x`` (N, C) node features at ``view.depth`` -> relay tokens (nw, C)."""
+        with serial_when_small(x.shape[0], x.device):
+            return self._init(x, view)
+
+    def _init(self, x: Tensor, view: DepthView) -> Tensor:
+        win = view.windows(1)
+        window = win.slot // win.patch_size
+        counts = win.valid.sum(1)
+        src = self.cpe(x, view.neighbours) if self.adape_mode == "none" else x
+        rt = src.new_zeros(win.num_windows, x.shape[1]).index_add_(0, window, src)
+        rt = rt / counts.to(x.dtype)[:, None]
+        if self.adape_mode == "none":
+            return rt
+        coords = node_corner_coords(view.octree, view.depth).to(x.dtype)
+        return rt + self.adape(window_statistics(coords, window, counts, self.adape_mode))
+
+
+class HOTFormerBlock(nn.Module):
+    """One HOTFormer block (spec 2.5 c): RTSA over each sample's relay tokens of all levels,
+    then one H-OSA block per level (separate weights per level)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, num_levels: int, drop_path: float, rpe_bound: int | None
+    ):
+        super().__init__()
+        self.rtsa = PreNormBlock(dim, num_heads, drop_path)
+        self.hosa = nn.ModuleList(
+            OctFormerBlock(dim, num_heads, drop_path, 1, rpe_bound) for _ in range(num_levels)
+        )
+
+    def forward(
+        self,
+        feats: list[Tensor],
+        relays: list[Tensor],
+        views: list[DepthView],
+        relay_layout: AttentionLayout,
+        relay_batch_id: Tensor,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``feats[j]`` (N_j, C), ``relays[j]`` (nw_j, C) per level; ``relay_layout`` groups
+        ``cat(relays)`` by sample (``relay_batch_id`` its (sum nw_j,) samples)."""
+        rt = self.rtsa(torch.cat(relays), relay_layout, relay_batch_id, views[0].batch_size)
+        relays = list(rt.split([r.shape[0] for r in relays]))
+        out_f, out_r = [], []
+        for block, f, r, view in zip(self.hosa, feats, relays, views, strict=True):
+            f, r = block(f, view, r)
+            out_f.append(f)
+            out_r.append(r)
+        return out_f, out_r

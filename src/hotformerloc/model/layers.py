@@ -1,0 +1,458 @@
+"""Octree layers in pure PyTorch: sparse octree convolutions, CPE, RPE, batched windowed
+multi-head attention over padded token groups, MLP and per-sample DropPath.
+
+Conventions. Node features at one octree depth are a (N, C) tensor in the octree's node
+order (z-order per sample, samples concatenated). The convolutions take their neighbour or
+child table as :class:`SlotPairs` (built once per depth and forward). Everything is
+device-agnostic and never leaves the tensor's device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Additive attention-mask value of masked keys: finite, so that a query row whose keys are
+#: all masked (it is always a dropped padding row) gives a uniform softmax instead of NaN,
+#: and large enough that exp() of it underflows to exactly 0 in float32 / bfloat16.
+MASK_VALUE = -1.0e4
+
+#: Target size of the temporaries of the sparse octree convolutions on CPU (see
+#: :meth:`SlotPairs.tiles`).
+CHUNK_BYTES = 4 << 20
+
+#: Conv tables at least this full (outside the centre slot) are computed densely
+#: (zeros for empty neighbours), sparser ones over their non-empty pairs only.
+DENSE_FILL = 0.35
+
+
+#: On CPU, layers over fewer tokens than this run their ops on one thread (see
+#: :func:`serial_when_small`).
+SERIAL_TOKENS = int(os.environ.get("SERIAL", "512"))
+
+
+@contextmanager
+def serial_when_small(num_tokens: int, device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU ops on one thread when they process fewer than
+    :data:`SERIAL_TOKENS` tokens (no effect on other devices or with one thread).
+
+    Every multi-threaded CPU op wakes the worker threads; with ``OMP_WAIT_POLICY=PASSIVE``
+    that costs tens of microseconds, more than the whole op on a few hundred tokens. The
+    thread count is process-wide: it is restored on exit, but other Python threads running
+    torch ops meanwhile also run on one thread.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or num_tokens >= SERIAL_TOKENS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def trunc_normal_(t: Tensor, std: float = 0.02) -> Tensor:
+    """``nn.init.trunc_normal_(t, std=std)``: the reference's call, truncating at +-2
+    (absolute, so effectively an untruncated normal for std 0.02)."""
+    return nn.init.trunc_normal_(t, std=std)
+
+
+def init_linear(module: nn.Module) -> None:
+    """Trunc-normal(0.02) weights and zero biases for every nn.Linear inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+@dataclass(frozen=True)
+class PairTile:
+    """The non-empty, non-centre (output, input) pairs of a range of output nodes.
+
+    * ``rows``: the output nodes (a slice of 0..N_out);
+    * ``slots``: (S,) int64 kernel slots that have pairs in this tile;
+    * ``src``: (S, P) int64 input node of each pair, each slot padded to the tile's largest
+      slot (P pairs) with ``num_in`` (a zero row of the input);
+    * ``order``: (Q,) int64 flat positions (in S * P) of the Q real pairs sorted by output
+      node; ``offsets``: (R,) int64 start of each output node's run in ``order``.
+    """
+
+    rows: slice
+    slots: Tensor
+    src: Tensor
+    order: Tensor
+    offsets: Tensor
+
+    def gather(self, xp: Tensor) -> Tensor:
+        """Input rows of the pairs, (S, P, C), from ``xp`` (N_in + 1, C), last row zero."""
+        return xp.index_select(0, self.src.view(-1)).view(*self.src.shape, xp.shape[1])
+
+    def reduce(self, vals: Tensor) -> Tensor:
+        """Per-pair values (S, P, C) -> (R, C) sums over each output node's pairs.
+
+        A gather-and-sum (``embedding_bag``) rather than a scatter-add, which is several
+        times slower on CPU.
+        """
+        return F.embedding_bag(self.order, vals.view(-1, vals.shape[-1]), self.offsets, mode="sum")
+
+
+@dataclass(frozen=True)
+class SlotPairs:
+    """The neighbour (S = 27) or child (S = 8) table of an octree conv, prepared.
+
+    Built from a neighbour table (N, 27) (slot ``(dx+1)*9 + (dy+1)*3 + (dz+1)``; slot 13,
+    the ``centre``, maps every node to itself) or a child table (N_parent, 8) (slot
+    ``4x + 2y + z``), -1 = empty:
+
+    * ``table_t``: (S, N_out) int64 transposed table with -1 replaced by ``num_in`` (a zero
+      row of the input), for the dense computation;
+    * ``fill``: fraction of non-empty entries outside the centre slot; tables less than
+      :data:`DENSE_FILL` full are computed sparsely, over :meth:`tiles`.
+    """
+
+    table_t: Tensor
+    num_in: int
+    centre: int | None
+    fill: float
+    _tiles: dict[int, list[PairTile]] = field(default_factory=dict, repr=False, compare=False)
+
+    @staticmethod
+    def from_table(table: Tensor, num_in: int, centre: int | None = None) -> SlotPairs:
+        """``table`` (N_out, S) int64, -1 = empty; ``centre``: identity slot, if any."""
+        num_out, num_slots = table.shape
+        empty = int((table < 0).sum())
+        cells = num_out * (num_slots - (centre is not None))
+        return SlotPairs(
+            table_t=torch.where(table < 0, num_in, table).t().contiguous(),
+            num_in=num_in,
+            centre=centre,
+            fill=(cells - empty) / max(cells, 1),
+        )
+
+    @property
+    def num_out(self) -> int:
+        return int(self.table_t.shape[1])
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the convolutions compute this table sparsely."""
+        return self.fill < DENSE_FILL
+
+    def tiles(self, pair_bytes: int, device: torch.device) -> list[PairTile]:
+        """The pairs cut into output-row tiles of at most ``CHUNK_BYTES / pair_bytes`` pairs
+        on CPU (one tile on other devices); built once per size and cached.
+
+        Large CPU temporaries are returned to the OS when freed and page-faulted again on
+        every allocation, which costs more than the arithmetic; small ones are recycled.
+        """
+        max_pairs = CHUNK_BYTES // max(pair_bytes, 1) if device.type == "cpu" else 0
+        tiles = self._tiles.get(max_pairs)
+        if tiles is None:
+            tiles = self._make_tiles(max_pairs)
+            self._tiles[max_pairs] = tiles
+        return tiles
+
+    def _make_tiles(self, max_pairs: int) -> list[PairTile]:
+        valid = self.table_t < self.num_in
+        if self.centre is not None:
+            valid[self.centre] = False
+        bounds = [0, self.num_out]
+        ends = torch.cumsum(valid.sum(0), 0)  # pairs up to each output node
+        total = int(ends[-1]) if self.num_out else 0
+        if 0 < max_pairs < total:
+            cuts = torch.arange(max_pairs, total, max_pairs, device=ends.device)
+            inner = torch.searchsorted(ends, cuts, right=True).tolist()
+            bounds = sorted({0, self.num_out, *[c for c in inner if 0 < c < self.num_out]})
+        return [self._tile(valid[:, a:b], slice(a, b)) for a, b in itertools.pairwise(bounds)]
+
+    def _tile(self, valid: Tensor, rows: slice) -> PairTile:
+        table = self.table_t[:, rows]
+        counts = valid.sum(1)
+        slots = counts.nonzero().view(-1)
+        width = max(int(counts.max()), 1)
+        slot, node = valid.nonzero().unbind(1)  # slot-major, nodes ascending per slot
+        # Position of each pair in the (S, P) layout of the kept slots.
+        kept = torch.cumsum(counts > 0, 0) - 1
+        rank = valid.cumsum(1)[slot, node] - 1
+        pos = kept[slot] * width + rank
+        src = table.new_full((slots.numel() * width,), self.num_in)
+        src[pos] = table[slot, node]
+        per_node = torch.bincount(node, minlength=table.shape[1])
+        return PairTile(
+            rows=rows,
+            slots=slots,
+            src=src.view(-1, width),
+            order=pos[torch.argsort(node, stable=True)],
+            offsets=torch.cumsum(per_node, 0) - per_node,
+        )
+
+
+def with_zero_row(x: Tensor) -> Tensor:
+    """(N, C) -> (N + 1, C) with a zero last row (the target of padded indices)."""
+    return torch.cat([x, x.new_zeros(1, x.shape[1])])
+
+
+class OctreeConv(nn.Module):
+    """Octree convolution (ocnn's ``nempty`` convolution: empty neighbours count as zeros).
+
+    ``num_slots`` = 27 gives the 3x3x3 stride-1 conv over the neighbour table; ``num_slots``
+    = 8 gives the 2x2x2 stride-2 conv over each parent's children. Dense tables: per slot,
+    one gather of the (N_out, Cin) neighbours (zeros where empty) and one matmul
+    accumulated in place. Sparse tables, per tile of output nodes: the non-empty pairs of
+    every slot are gathered, multiplied by their slot's weight (one batched matmul) and
+    summed per output node. Weight (num_slots, Cin, Cout), Xavier-uniform with fan_in =
+    num_slots * Cin, fan_out = num_slots * Cout (ocnn's fan formula); optional bias (Cout,)
+    initialised to 0.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_slots: int, bias: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_slots = num_slots
+        self.weight = nn.Parameter(torch.empty(num_slots, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        bound = math.sqrt(6.0 / (num_slots * (in_channels + out_channels)))
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: Tensor, pairs: SlotPairs) -> Tensor:
+        """``x`` (N_in, Cin) -> (N_out, Cout)."""
+        w = self.weight
+        centre = pairs.centre
+        xp = with_zero_row(x)
+        if pairs.sparse:
+            outs = []
+            pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
+            for tile in pairs.tiles(pair_bytes, x.device):
+                y = tile.reduce(torch.bmm(tile.gather(xp), w.index_select(0, tile.slots)))
+                outs.append(y if centre is None else torch.addmm(y, x[tile.rows], w[centre]))
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        else:
+            # One (N_out, Cin) gather and matmul per slot, accumulated in place: the
+            # temporaries stay small and in cache.
+            if centre is not None:
+                out = x @ w[centre]
+            else:
+                out = x.new_zeros(pairs.num_out, self.out_channels)
+            for s in range(self.num_slots):
+                if s != centre:
+                    out = out.addmm_(xp.index_select(0, pairs.table_t[s]), w[s])
+        return out if self.bias is None else out + self.bias
+
+
+class OctreeDWConv(nn.Module):
+    """Depthwise 3x3x3 octree conv (no bias): ``out[n, c] = sum_s w[s, c] x[nb[n, s], c]``
+    over the non-empty neighbours (dense or sparse as :class:`OctreeConv`).
+
+    Weight (27, C), Xavier-uniform with fan_in = fan_out = 27 * C.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(27, channels))
+        bound = math.sqrt(6.0 / (2 * 27 * channels))
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: Tensor, pairs: SlotPairs) -> Tensor:
+        """``x`` (N, C); ``pairs`` from the (N, 27) neighbour table -> (N, C)."""
+        w = self.weight
+        xp = with_zero_row(x)
+        if pairs.sparse:
+            outs = []
+            for tile in pairs.tiles(x.shape[1] * x.element_size(), x.device):
+                vals = tile.gather(xp) * w.index_select(0, tile.slots)[:, None, :]
+                outs.append(torch.addcmul(tile.reduce(vals), x[tile.rows], w[13]))
+            return outs[0] if len(outs) == 1 else torch.cat(outs)
+        out = x * w[13]
+        for s in range(27):
+            if s != 13:
+                out = out.addcmul_(xp.index_select(0, pairs.table_t[s]), w[s])
+        return out
+
+
+class CPE(nn.Module):
+    """Conditional positional encoding: LayerNorm(DWConv(x)) (used as x + CPE(x))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = OctreeDWConv(channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor, neighbours: SlotPairs) -> Tensor:
+        """``x`` (N, C) -> (N, C)."""
+        return self.norm(self.conv(x, neighbours))
+
+
+class RPE(nn.Module):
+    """Per-axis relative position bias table (3 * (2b + 1), H), trunc-normal(0.02).
+
+    ``bias_h(i, j) = T[dx + b, h] + T[(2b+1) + dy + b, h] + T[2(2b+1) + dz + b, h]`` with the
+    offsets clamped to [-b, b]. :func:`rpe_table_index` builds the row indices; two extra
+    rows let the same lookup produce zero bias (relay-token row / column) and the key mask.
+    """
+
+    def __init__(self, num_heads: int, bound: int):
+        super().__init__()
+        self.bound = bound
+        self.table = nn.Parameter(trunc_normal_(torch.empty(3 * (2 * bound + 1), num_heads)))
+
+    def forward(self, table_index: Tensor) -> Tensor:
+        """``table_index`` (nw, L, L, 3) int64 rows -> bias + mask (nw, H, L, L).
+
+        Rows ``3 (2b + 1)`` (:func:`rpe_zero_row`) add 0 and row ``3 (2b + 1) + 1``
+        (:func:`rpe_mask_row`) adds ``MASK_VALUE / 3``. The result is a strided view.
+        """
+        nw, length = table_index.shape[:2]
+        t = self.table
+        extra = torch.tensor([[0.0], [MASK_VALUE / 3]], dtype=t.dtype, device=t.device)
+        table = torch.cat([t, extra.expand(2, t.shape[1])])
+        bias = F.embedding_bag(table_index.view(-1, 3), table, mode="sum")
+        return bias.view(nw, length, length, -1).permute(0, 3, 1, 2)
+
+
+def rpe_table_index(offsets: Tensor, bound: int) -> Tensor:
+    """Integer cell offsets (..., 3) -> RPE table rows (..., 3): clamp to [-b, b], per axis."""
+    axis = torch.arange(3, device=offsets.device) * (2 * bound + 1)
+    return offsets.clamp(-bound, bound) + (bound + axis)
+
+
+def rpe_zero_row(bound: int) -> int:
+    """Index of the extended RPE table row that adds 0 (see :meth:`RPE.forward`)."""
+    return 3 * (2 * bound + 1)
+
+
+def rpe_mask_row(bound: int) -> int:
+    """Index of the extended RPE table row that adds ``MASK_VALUE / 3``."""
+    return 3 * (2 * bound + 1) + 1
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Plan to run attention over groups of tokens ("windows") of a flat token array.
+
+    ``T`` tokens (rows of a (T, C) tensor) are arranged in ``nw`` groups of ``L`` slots:
+
+    * ``index``: (nw, L) int64 token per slot; padding slots hold token 0 (any valid row:
+      they are masked as keys and their query outputs are dropped);
+    * ``valid``: (nw, L) bool, False at padding slots;
+    * ``inverse``: (T,) int64 flat slot (in ``nw * L``) of every token; each token sits in
+      exactly one slot.
+    """
+
+    index: Tensor
+    valid: Tensor
+    inverse: Tensor
+
+    @staticmethod
+    def from_index(index: Tensor, num_tokens: int) -> AttentionLayout:
+        """Build from an (nw, L) index with -1 padding covering each of ``num_tokens`` once."""
+        valid = index >= 0
+        flat = index.reshape(-1)
+        slots = torch.arange(flat.numel(), device=index.device)
+        keep = flat >= 0
+        inverse = torch.empty(num_tokens, dtype=torch.long, device=index.device)
+        inverse[flat[keep]] = slots[keep]
+        return AttentionLayout(index.clamp(min=0).contiguous(), valid, inverse)
+
+    @staticmethod
+    def group_by(group: Tensor, num_groups: int) -> AttentionLayout:
+        """One group per id in [0, num_groups) of the (T,) int64 ``group`` tensor (T >= 1).
+
+        Tokens keep their relative order inside a group; groups are padded to the largest.
+        """
+        order = torch.argsort(group, stable=True)
+        counts = torch.bincount(group, minlength=num_groups)
+        start = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(group.numel(), device=group.device) - start[group[order]]
+        index = torch.full(
+            (num_groups, int(counts.max())), -1, dtype=torch.long, device=group.device
+        )
+        index[group[order], rank] = order
+        return AttentionLayout.from_index(index, group.numel())
+
+    def key_mask(self, dtype: torch.dtype) -> Tensor:
+        """(nw, 1, 1, L) additive mask: 0 at valid keys, :data:`MASK_VALUE` at padding."""
+        mask = torch.zeros(self.valid.shape, dtype=dtype, device=self.valid.device)
+        return mask.masked_fill_(~self.valid, MASK_VALUE)[:, None, None, :]
+
+    def gather(self, x: Tensor) -> Tensor:
+        """Token rows (T, ...) -> group slots (nw, L, ...)."""
+        return x.index_select(0, self.index.reshape(-1)).view(*self.index.shape, *x.shape[1:])
+
+    def scatter(self, y: Tensor) -> Tensor:
+        """Group slots (nw, L, ...) -> token rows (T, ...), padding slots dropped."""
+        return y.reshape(-1, *y.shape[2:]).index_select(0, self.inverse)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention inside the groups of an :class:`AttentionLayout`.
+
+    ``softmax(q k^T / sqrt(C/H) + mask) v`` per group, with q, k, v = Linear(C, 3C) and an
+    output Linear(C, C) (both with bias), computed with
+    :func:`torch.nn.functional.scaled_dot_product_attention`.
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, layout: AttentionLayout, mask: Tensor | None = None) -> Tensor:
+        """``x`` (T, C) tokens -> (T, C).
+
+        ``mask``: (nw, H, L, L) additive float mask (e.g. RPE bias with the key mask folded
+        in, see :class:`RPE`); default: ``layout.key_mask``.
+        """
+        c = x.shape[1]
+        nw, length = layout.index.shape
+        h = self.num_heads
+        qkv = self.qkv(layout.gather(x))  # (nw, L, 3C)
+        q, k, v = qkv.view(nw, length, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        if mask is None:
+            mask = layout.key_mask(x.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (nw, H, L, C/H)
+        return self.proj(layout.scatter(out.transpose(1, 2).reshape(nw, length, c)))
+
+
+class MLP(nn.Module):
+    """Linear(C, hidden) -> GELU -> Linear(hidden, C)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Per-sample stochastic depth: one Bernoulli(1 - rate) draw per sample, shared by all
+    of its tokens; kept branches are scaled by 1 / (1 - rate). Identity in eval mode."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: Tensor, batch_id: Tensor, batch_size: int) -> Tensor:
+        """``x`` (T, C) branch output, ``batch_id`` (T,) sample of each token."""
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        scale = torch.rand(batch_size, dtype=x.dtype, device=x.device).lt_(keep).div_(keep)
+        return x * scale[batch_id, None]
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.3f}"

@@ -1,0 +1,223 @@
+"""Octree layers against dense / loop references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hotformerloc.model import layers
+from hotformerloc.model.blocks import DepthView, window_statistics
+from hotformerloc.model.layers import (
+    RPE,
+    Attention,
+    AttentionLayout,
+    DropPath,
+    OctreeConv,
+    OctreeDWConv,
+    SlotPairs,
+    rpe_mask_row,
+    rpe_table_index,
+)
+from hotformerloc.octree import (
+    Octree,
+    build_octree,
+    node_corner_coords,
+    relative_offsets,
+    window_partition,
+)
+
+DEPTH = 4
+
+
+@pytest.fixture(scope="module")
+def octree() -> Octree:
+    """Two samples, depth 4 (16^3 grid), partly empty."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(400, 3, generator=g) * 1.6 - 0.8
+    b = torch.rand(300, 3, generator=g) * torch.tensor([1.9, 0.5, 1.9]) - 0.95
+    return build_octree([a, b], DEPTH)
+
+
+def dense(octree: Octree, depth: int, x: torch.Tensor) -> torch.Tensor:
+    """(N, C) node features -> (B, C, G, G, G) dense grid, zeros at empty cells."""
+    g = 2**depth
+    grid = x.new_zeros(octree.batch_size, x.shape[1], g, g, g)
+    c = octree.coords(depth)
+    grid[octree.batch_id[depth], :, c[:, 0], c[:, 1], c[:, 2]] = x
+    return grid
+
+
+def at_nodes(octree: Octree, depth: int, grid: torch.Tensor) -> torch.Tensor:
+    """(B, C, G, G, G) -> (N, C) values at the depth-``depth`` nodes."""
+    c = octree.coords(depth)
+    return grid[octree.batch_id[depth], :, c[:, 0], c[:, 1], c[:, 2]]
+
+
+@pytest.fixture(params=["dense", "sparse", "sparse-chunked"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Force the dense or the sparse conv computation (and tiny chunks)."""
+    monkeypatch.setattr(layers, "DENSE_FILL", 0.0 if request.param == "dense" else 1.1)
+    if request.param == "sparse-chunked":
+        monkeypatch.setattr(layers, "CHUNK_BYTES", 1)  # one slot per chunk
+    return request.param
+
+
+def test_conv3_equals_dense_conv3d(octree: Octree, mode: str):
+    torch.manual_seed(0)
+    conv = OctreeConv(5, 7, 27)
+    x = torch.randn(octree.num_nodes(DEPTH), 5)
+    pairs = SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13)
+    assert pairs.sparse == (mode != "dense")
+    out = conv(x, pairs)
+    # weight (27, Cin, Cout), slot (dx+1)*9 + (dy+1)*3 + (dz+1) -> kernel[o, i, dx+1, dy+1, dz+1]
+    kernel = conv.weight.detach().view(3, 3, 3, 5, 7).permute(4, 3, 0, 1, 2)
+    ref = at_nodes(octree, DEPTH, F.conv3d(dense(octree, DEPTH, x), kernel, padding=1))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_dwconv_equals_dense_depthwise_conv3d(octree: Octree, mode: str):
+    torch.manual_seed(1)
+    conv = OctreeDWConv(6)
+    x = torch.randn(octree.num_nodes(DEPTH), 6)
+    out = conv(x, SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13))
+    kernel = conv.weight.detach().view(3, 3, 3, 6).permute(3, 0, 1, 2)[:, None]
+    ref = at_nodes(octree, DEPTH, F.conv3d(dense(octree, DEPTH, x), kernel, padding=1, groups=6))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_conv2s2_equals_dense_strided_conv3d(octree: Octree, mode: str):
+    torch.manual_seed(2)
+    conv = OctreeConv(4, 3, 8, bias=True)
+    with torch.no_grad():
+        conv.bias.normal_()
+    x = torch.randn(octree.num_nodes(DEPTH), 4)
+    out = conv(x, SlotPairs.from_table(octree.children[DEPTH - 1], x.shape[0]))
+    # child slot 4x + 2y + z -> kernel[o, i, x, y, z]
+    kernel = conv.weight.detach().view(2, 2, 2, 4, 3).permute(4, 3, 0, 1, 2)
+    ref = F.conv3d(dense(octree, DEPTH, x), kernel, conv.bias.detach(), stride=2)
+    torch.testing.assert_close(out, at_nodes(octree, DEPTH - 1, ref), atol=1e-5, rtol=1e-5)
+
+
+def test_conv_gradients_match_between_dense_and_sparse(
+    octree: Octree, monkeypatch: pytest.MonkeyPatch
+):
+    torch.manual_seed(3)
+    conv, dw = OctreeConv(4, 5, 27), OctreeDWConv(4)
+    x = torch.randn(octree.num_nodes(DEPTH), 4)
+    grads = []
+    for fill in (0.0, 1.1):
+        monkeypatch.setattr(layers, "DENSE_FILL", fill)
+        pairs = SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13)
+        xr = x.clone().requires_grad_()
+        (conv(xr, pairs).square().sum() + dw(xr, pairs).sin().sum()).backward()
+        grads.append([xr.grad, conv.weight.grad.clone(), dw.weight.grad.clone()])
+        conv.zero_grad()
+        dw.zero_grad()
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def loop_attention(attn: Attention, x: torch.Tensor, windows, bias: torch.Tensor) -> torch.Tensor:
+    """Per-window reference without padding: only valid tokens, plain softmax attention."""
+    out = torch.zeros_like(x)
+    h = attn.num_heads
+    for w in range(windows.index.shape[0]):
+        valid = windows.valid[w]
+        if not valid.any():
+            continue
+        idx = windows.index[w][valid]
+        q, k, v = attn.qkv(x[idx]).view(len(idx), 3, h, -1).permute(1, 2, 0, 3)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        scores = scores + bias[w][:, valid][:, :, valid]
+        o = (scores.softmax(-1) @ v).transpose(0, 1).reshape(len(idx), -1)
+        out[idx] = attn.proj(o)
+    return out
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_window_attention_equals_per_window_loop(octree: Octree, dilation: int):
+    torch.manual_seed(4)
+    depth, k, heads = 3, 8, 2
+    windows = window_partition(octree, depth, k, dilation)
+    assert not windows.valid.all()  # padding is exercised
+    x = torch.randn(octree.num_nodes(depth), 16)
+    attn = Attention(16, heads)
+    rpe = RPE(heads, bound=3)
+    index = rpe_table_index(relative_offsets(octree, depth, windows), 3)
+    bias = rpe(index)
+    masked = rpe(index.masked_fill(~windows.valid[:, None, :, None], rpe_mask_row(3)))
+    layout = AttentionLayout.from_index(windows.index, x.shape[0])
+    with torch.no_grad():
+        out_bias = attn(x, layout, masked)  # RPE with the key mask folded in
+        out_plain = attn(x, layout)  # key mask only
+        ref_bias = loop_attention(attn, x, windows, bias)
+        ref_plain = loop_attention(attn, x, windows, torch.zeros_like(bias))
+    torch.testing.assert_close(out_bias, ref_bias, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_plain, ref_plain, atol=1e-5, rtol=1e-5)
+
+
+def test_fully_padded_groups_give_no_nan():
+    attn = Attention(8, 2)
+    index = torch.tensor([[0, 1, -1], [-1, -1, -1], [2, -1, -1]])
+    layout = AttentionLayout.from_index(index, 3)
+    x = torch.randn(3, 8, requires_grad=True)
+    out = attn(x, layout)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+def test_rpe_is_sum_of_per_axis_lookups():
+    torch.manual_seed(5)
+    rpe = RPE(num_heads=3, bound=2)
+    offsets = torch.randint(-4, 5, (2, 4, 4, 3))
+    index = rpe_table_index(offsets, 2)
+    index[0, :, 3] = rpe_mask_row(2)
+    bias = rpe(index)
+    assert bias.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(bias[0, :, :, 3], torch.full((3, 4), layers.MASK_VALUE))
+    t = rpe.table.detach()
+    w, i, j = 1, 2, 3
+    dx, dy, dz = offsets[w, i, j].clamp(-2, 2).tolist()
+    expect = t[dx + 2] + t[5 + dy + 2] + t[10 + dz + 2]
+    torch.testing.assert_close(bias[w, :, i, j].detach(), expect)
+
+
+def test_group_layout_orders_tokens_by_group():
+    group = torch.tensor([1, 0, 1, 2, 1, 0])
+    layout = AttentionLayout.group_by(group, 4)
+    assert layout.index.tolist() == [[1, 5, 0], [0, 2, 4], [3, 0, 0], [0, 0, 0]]
+    assert layout.valid.tolist() == [[1, 1, 0], [1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    x = torch.arange(6.0)[:, None]
+    assert torch.equal(layout.scatter(layout.gather(x)), x)
+
+
+def test_drop_path_is_per_sample():
+    torch.manual_seed(6)
+    dp = DropPath(0.5).train()
+    batch_id = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    out = dp(torch.ones(8, 4), batch_id, 3)
+    for b in range(3):
+        rows = out[batch_id == b]
+        assert torch.all(rows == rows[0, 0]) and rows[0, 0].item() in (0.0, 2.0)
+    assert torch.equal(dp.eval()(torch.ones(8, 4), batch_id, 3), torch.ones(8, 4))
+
+
+def test_window_statistics_match_torch_cov(octree: Octree):
+    depth = 3
+    view = DepthView(octree, depth, patch_size=8)
+    win = view.windows(1)
+    coords = node_corner_coords(octree, depth)
+    window = win.slot // win.patch_size
+    stats = window_statistics(coords, window, win.valid.sum(1), "cov")
+    for w in (0, win.num_windows - 1):
+        pts = coords[win.index[w][win.valid[w]]]
+        torch.testing.assert_close(stats[w, :3], pts.mean(0))
+        if len(pts) >= 2:
+            cov = torch.cov(pts.T)
+            iu = torch.triu_indices(3, 3)
+            torch.testing.assert_close(stats[w, 3:], cov[iu[0], iu[1]], atol=1e-6, rtol=1e-5)
+    one = window_statistics(coords[:1], torch.zeros(1, dtype=torch.long), torch.ones(1), "var")
+    assert one.shape == (1, 6) and torch.all(one[0, 3:] == 0)

@@ -1,0 +1,116 @@
+"""Registry, configs and parameter counts of the registered variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hotformerloc
+from hotformerloc.config import ConfigError, to_dict
+from hotformerloc.model import (
+    HOTFormerLoc,
+    ModelConfig,
+    create_model,
+    get_model_config,
+    list_models,
+    model_config_from_dict,
+    register_model,
+)
+
+# Spec 7.1: parameter counts of the released model classes.
+PAPER_PARAMS = {
+    "hotformerloc-oxford": 35_329_992,
+    "hotformerloc-cs-campus3d": 35_415_236,
+    "hotformerloc-cs-wild-places": 35_371_176,
+    "hotformerloc-wild-places": 35_313_124,
+}
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_top_level_exports():
+    assert hotformerloc.create_model is create_model
+    assert hotformerloc.list_models is list_models
+    assert isinstance(hotformerloc.__version__, str)
+
+
+def test_registered_variants():
+    assert set(PAPER_PARAMS) | {"hotformerloc-tiny", "hotformerloc-small"} == set(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_variant_creation_round_trip_and_size(name: str):
+    model = create_model(name)
+    assert isinstance(model, HOTFormerLoc)
+    cfg = model.config
+    assert model_config_from_dict(to_dict(cfg)) == cfg
+    assert get_model_config(name) == cfg
+    n = num_params(model)
+    if name in PAPER_PARAMS:
+        # Exact (spec 7.1 asks for 1 %).
+        assert n == PAPER_PARAMS[name]
+    else:
+        assert n < 5_000_000
+
+
+def test_paper_variant_settings():
+    ox = get_model_config("hotformerloc-oxford")
+    assert (ox.patch_size, ox.octree_depth, ox.coordinates, ox.normalize_points) == (
+        48,
+        9,
+        "cartesian",
+        False,
+    )
+    wp = get_model_config("hotformerloc-wild-places")
+    assert (wp.adape_mode, wp.coordinates, wp.k_pooled_tokens) == (
+        "none",
+        "cylindrical",
+        (148, 72, 36),
+    )
+    cs = get_model_config("hotformerloc-cs-wild-places")
+    assert cs.rpe_bound(1) == 51 and cs.rpe_bound(4) == 102
+    assert ox.rpe_bound(1) == 38 and ox.rpe_bound(4) == 76
+    rates = cs.drop_path_rates
+    assert len(rates) == 14 and rates[0] == 0.0 and rates[-1] == pytest.approx(0.5)
+    assert rates[4] == pytest.approx(0.5 * 4 / 13)
+
+
+def test_overrides_apply_and_validate():
+    model = create_model("hotformerloc-tiny", patch_size=16, disable_rpe=True)
+    assert model.config.patch_size == 16 and model.config.disable_rpe
+    with pytest.raises(ConfigError, match="no_such_key"):
+        create_model("hotformerloc-tiny", no_such_key=1)
+    with pytest.raises(ConfigError, match="patch_size"):
+        create_model("hotformerloc-tiny", patch_size=0)
+    with pytest.raises(ConfigError, match="adape_mode"):
+        create_model("hotformerloc-tiny", adape_mode="sometimes")
+    with pytest.raises(ConfigError, match="unknown model"):
+        create_model("hotformerloc-huge")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"channels": (30, 64)}, "channels"),
+        ({"num_heads": (3, 4)}, "num_heads"),
+        ({"channels": (32,)}, "channels"),
+        ({"k_pooled_tokens": (20, 8)}, "k_pooled_tokens"),
+        ({"k_pooled_tokens": (20, 8, 3)}, "k_pooled_tokens"),
+        ({"pooling": "gem"}, "output_dim"),
+        ({"drop_path": 1.0}, "drop_path"),
+        ({"octree_depth": 5}, "octree_depth"),
+        ({"dilation": 0}, "dilation"),
+        ({"coordinates": "polar"}, "coordinates"),
+        ({"num_blocks": (2, 0)}, "num_blocks"),
+    ],
+)
+def test_invalid_values_name_the_key(overrides: dict, key: str):
+    with pytest.raises(ConfigError, match=key):
+        get_model_config("hotformerloc-tiny", **overrides)
+
+
+def test_register_model_rejects_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("hotformerloc-tiny")(ModelConfig)
