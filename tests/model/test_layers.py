@@ -59,7 +59,9 @@ def at_nodes(octree: Octree, depth: int, grid: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(params=["dense", "sparse", "sparse-chunked"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Force the dense or the sparse conv computation (and tiny chunks)."""
-    monkeypatch.setattr(layers, "DENSE_FILL", 0.0 if request.param == "dense" else 1.1)
+    dense = request.param == "dense"
+    monkeypatch.setattr(layers, "DENSE_FILL", 0.0 if dense else 1.1)
+    monkeypatch.setattr(layers, "SPARSE_MAX_BYTES", 0 if dense else 1 << 40)
     if request.param == "sparse-chunked":
         monkeypatch.setattr(layers, "CHUNK_BYTES", 1)  # one slot per chunk
     return request.param
@@ -70,7 +72,7 @@ def test_conv3_equals_dense_conv3d(octree: Octree, mode: str):
     conv = OctreeConv(5, 7, 27)
     x = torch.randn(octree.num_nodes(DEPTH), 5)
     pairs = SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13)
-    assert pairs.sparse == (mode != "dense")
+    assert pairs.sparse(48) == (mode != "dense")
     out = conv(x, pairs)
     # weight (27, Cin, Cout), slot (dx+1)*9 + (dy+1)*3 + (dz+1) -> kernel[o, i, dx+1, dy+1, dz+1]
     kernel = conv.weight.detach().view(3, 3, 3, 5, 7).permute(4, 3, 0, 1, 2)
@@ -108,8 +110,9 @@ def test_conv_gradients_match_between_dense_and_sparse(
     conv, dw = OctreeConv(4, 5, 27), OctreeDWConv(4)
     x = torch.randn(octree.num_nodes(DEPTH), 4)
     grads = []
-    for fill in (0.0, 1.1):
+    for fill, small in ((0.0, 0), (1.1, 1 << 40)):
         monkeypatch.setattr(layers, "DENSE_FILL", fill)
+        monkeypatch.setattr(layers, "SPARSE_MAX_BYTES", small)
         pairs = SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13)
         xr = x.clone().requires_grad_()
         (conv(xr, pairs).square().sum() + dw(xr, pairs).sin().sum()).backward()

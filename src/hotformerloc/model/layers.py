@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,13 +29,16 @@ MASK_VALUE = -1.0e4
 CHUNK_BYTES = 4 << 20
 
 #: Conv tables at least this full (outside the centre slot) are computed densely
-#: (zeros for empty neighbours), sparser ones over their non-empty pairs only.
+#: (zeros for empty neighbours), sparser ones over their non-empty pairs only...
 DENSE_FILL = 0.35
+
+#: ... as are those whose sparse temporaries take at most this many bytes.
+SPARSE_MAX_BYTES = 12 << 20
 
 
 #: On CPU, layers over fewer tokens than this run their ops on one thread (see
 #: :func:`serial_when_small`).
-SERIAL_TOKENS = int(os.environ.get("SERIAL", "512"))
+SERIAL_TOKENS = 512
 
 
 @contextmanager
@@ -116,13 +118,14 @@ class SlotPairs:
 
     * ``table_t``: (S, N_out) int64 transposed table with -1 replaced by ``num_in`` (a zero
       row of the input), for the dense computation;
-    * ``fill``: fraction of non-empty entries outside the centre slot; tables less than
-      :data:`DENSE_FILL` full are computed sparsely, over :meth:`tiles`.
+    * ``num_pairs``: non-empty entries outside the centre slot, ``fill`` their fraction;
+      see :meth:`sparse` for when the convolutions compute sparsely, over :meth:`tiles`.
     """
 
     table_t: Tensor
     num_in: int
     centre: int | None
+    num_pairs: int
     fill: float
     _tiles: dict[int, list[PairTile]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -130,23 +133,25 @@ class SlotPairs:
     def from_table(table: Tensor, num_in: int, centre: int | None = None) -> SlotPairs:
         """``table`` (N_out, S) int64, -1 = empty; ``centre``: identity slot, if any."""
         num_out, num_slots = table.shape
-        empty = int((table < 0).sum())
         cells = num_out * (num_slots - (centre is not None))
+        num_pairs = cells - int((table < 0).sum())
         return SlotPairs(
             table_t=torch.where(table < 0, num_in, table).t().contiguous(),
             num_in=num_in,
             centre=centre,
-            fill=(cells - empty) / max(cells, 1),
+            num_pairs=num_pairs,
+            fill=num_pairs / max(cells, 1),
         )
 
     @property
     def num_out(self) -> int:
         return int(self.table_t.shape[1])
 
-    @property
-    def sparse(self) -> bool:
-        """Whether the convolutions compute this table sparsely."""
-        return self.fill < DENSE_FILL
+    def sparse(self, pair_bytes: int) -> bool:
+        """Whether a conv with ``pair_bytes`` of temporaries per pair computes sparsely:
+        tables less than :data:`DENSE_FILL` full, and small ones (at most
+        :data:`SPARSE_MAX_BYTES` of temporaries: a few ops instead of one per slot)."""
+        return self.fill < DENSE_FILL or self.num_pairs * pair_bytes <= SPARSE_MAX_BYTES
 
     def tiles(self, pair_bytes: int, device: torch.device) -> list[PairTile]:
         """The pairs cut into output-row tiles of at most ``CHUNK_BYTES / pair_bytes`` pairs
@@ -230,23 +235,23 @@ class OctreeConv(nn.Module):
         w = self.weight
         centre = pairs.centre
         xp = with_zero_row(x)
-        if pairs.sparse:
+        pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
+        if pairs.sparse(pair_bytes):
             outs = []
-            pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
             for tile in pairs.tiles(pair_bytes, x.device):
                 y = tile.reduce(torch.bmm(tile.gather(xp), w.index_select(0, tile.slots)))
                 outs.append(y if centre is None else torch.addmm(y, x[tile.rows], w[centre]))
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
         else:
-            # One (N_out, Cin) gather and matmul per slot, accumulated in place: the
-            # temporaries stay small and in cache.
+            # One (N_out, Cin) gather and matmul-accumulate per slot: the temporaries stay
+            # small and in cache. (Out-of-place addmm, so that autocast applies.)
             if centre is not None:
                 out = x @ w[centre]
             else:
                 out = x.new_zeros(pairs.num_out, self.out_channels)
             for s in range(self.num_slots):
                 if s != centre:
-                    out = out.addmm_(xp.index_select(0, pairs.table_t[s]), w[s])
+                    out = torch.addmm(out, xp.index_select(0, pairs.table_t[s]), w[s])
         return out if self.bias is None else out + self.bias
 
 
@@ -267,9 +272,10 @@ class OctreeDWConv(nn.Module):
         """``x`` (N, C); ``pairs`` from the (N, 27) neighbour table -> (N, C)."""
         w = self.weight
         xp = with_zero_row(x)
-        if pairs.sparse:
+        pair_bytes = x.shape[1] * x.element_size()
+        if pairs.sparse(pair_bytes):
             outs = []
-            for tile in pairs.tiles(x.shape[1] * x.element_size(), x.device):
+            for tile in pairs.tiles(pair_bytes, x.device):
                 vals = tile.gather(xp) * w.index_select(0, tile.slots)[:, None, :]
                 outs.append(torch.addcmul(tile.reduce(vals), x[tile.rows], w[13]))
             return outs[0] if len(outs) == 1 else torch.cat(outs)

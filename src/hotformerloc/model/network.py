@@ -15,7 +15,8 @@ Data flow for an input octree of depth d (``C0, C1 = config.channels``)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,8 @@ from hotformerloc.octree import (
     to_cylindrical,
 )
 from hotformerloc.octree.normalise import check_cloud
+
+_T = TypeVar("_T")
 
 
 class ConvNormReLU(nn.Module):
@@ -133,9 +136,10 @@ class HOTFormerLoc(nn.Module):
         self.pool = build_pooling(cfg)
 
     # ------------------------------------------------------------------ forward
-    def _run(self, block: nn.Module, *args: object) -> object:
+    def _run(self, block: Callable[..., _T], *args: Any) -> _T:
+        """``block(*args)``, recomputed in backward when gradient checkpointing is on."""
         if self.config.grad_checkpoint and self.training and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
+            return checkpoint(block, *args, use_reentrant=False)  # type: ignore[no-any-return]
         return block(*args)
 
     def forward(self, octree: Octree) -> Tensor:
