@@ -19,7 +19,7 @@ from hotformerloc.model.layers import (
     OctreeDWConv,
     SlotPairs,
     rpe_mask_row,
-    rpe_table_index,
+    rpe_table_index_,
 )
 from hotformerloc.octree import (
     Octree,
@@ -59,11 +59,9 @@ def at_nodes(octree: Octree, depth: int, grid: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(params=["dense", "sparse", "sparse-chunked"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Force the dense or the sparse conv computation (and tiny chunks)."""
-    dense = request.param == "dense"
-    monkeypatch.setattr(layers, "DENSE_FILL", 0.0 if dense else 1.1)
-    monkeypatch.setattr(layers, "SPARSE_MAX_BYTES", 0 if dense else 1 << 40)
+    monkeypatch.setattr(layers, "DENSE_FILL", 0.0 if request.param == "dense" else 1.1)
     if request.param == "sparse-chunked":
-        monkeypatch.setattr(layers, "CHUNK_BYTES", 1)  # one slot per chunk
+        monkeypatch.setattr(layers, "CHUNK_BYTES", 200)  # tiles of a few pairs
     return request.param
 
 
@@ -71,9 +69,11 @@ def test_conv3_equals_dense_conv3d(octree: Octree, mode: str):
     torch.manual_seed(0)
     conv = OctreeConv(5, 7, 27)
     x = torch.randn(octree.num_nodes(DEPTH), 5)
-    pairs = SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13)
-    assert pairs.sparse(48) == (mode != "dense")
+    pairs = SlotPairs.from_table(octree.neighbours[DEPTH], centre=13)
+    assert pairs.sparse == (mode != "dense")
     out = conv(x, pairs)
+    if mode == "sparse-chunked":
+        assert len(pairs.tiles(48, x.device)) > 100
     # weight (27, Cin, Cout), slot (dx+1)*9 + (dy+1)*3 + (dz+1) -> kernel[o, i, dx+1, dy+1, dz+1]
     kernel = conv.weight.detach().view(3, 3, 3, 5, 7).permute(4, 3, 0, 1, 2)
     ref = at_nodes(octree, DEPTH, F.conv3d(dense(octree, DEPTH, x), kernel, padding=1))
@@ -84,7 +84,7 @@ def test_dwconv_equals_dense_depthwise_conv3d(octree: Octree, mode: str):
     torch.manual_seed(1)
     conv = OctreeDWConv(6)
     x = torch.randn(octree.num_nodes(DEPTH), 6)
-    out = conv(x, SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13))
+    out = conv(x, SlotPairs.from_table(octree.neighbours[DEPTH], centre=13))
     kernel = conv.weight.detach().view(3, 3, 3, 6).permute(3, 0, 1, 2)[:, None]
     ref = at_nodes(octree, DEPTH, F.conv3d(dense(octree, DEPTH, x), kernel, padding=1, groups=6))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
@@ -96,7 +96,7 @@ def test_conv2s2_equals_dense_strided_conv3d(octree: Octree, mode: str):
     with torch.no_grad():
         conv.bias.normal_()
     x = torch.randn(octree.num_nodes(DEPTH), 4)
-    out = conv(x, SlotPairs.from_table(octree.children[DEPTH - 1], x.shape[0]))
+    out = conv(x, SlotPairs.from_table(octree.children[DEPTH - 1]))
     # child slot 4x + 2y + z -> kernel[o, i, x, y, z]
     kernel = conv.weight.detach().view(2, 2, 2, 4, 3).permute(4, 3, 0, 1, 2)
     ref = F.conv3d(dense(octree, DEPTH, x), kernel, conv.bias.detach(), stride=2)
@@ -110,10 +110,9 @@ def test_conv_gradients_match_between_dense_and_sparse(
     conv, dw = OctreeConv(4, 5, 27), OctreeDWConv(4)
     x = torch.randn(octree.num_nodes(DEPTH), 4)
     grads = []
-    for fill, small in ((0.0, 0), (1.1, 1 << 40)):
+    for fill in (0.0, 1.1):
         monkeypatch.setattr(layers, "DENSE_FILL", fill)
-        monkeypatch.setattr(layers, "SPARSE_MAX_BYTES", small)
-        pairs = SlotPairs.from_table(octree.neighbours[DEPTH], x.shape[0], centre=13)
+        pairs = SlotPairs.from_table(octree.neighbours[DEPTH], centre=13)
         xr = x.clone().requires_grad_()
         (conv(xr, pairs).square().sum() + dw(xr, pairs).sin().sum()).backward()
         grads.append([xr.grad, conv.weight.grad.clone(), dw.weight.grad.clone()])
@@ -149,7 +148,7 @@ def test_window_attention_equals_per_window_loop(octree: Octree, dilation: int):
     x = torch.randn(octree.num_nodes(depth), 16)
     attn = Attention(16, heads)
     rpe = RPE(heads, bound=3)
-    index = rpe_table_index(relative_offsets(octree, depth, windows), 3)
+    index = rpe_table_index_(relative_offsets(octree, depth, windows), 3)
     bias = rpe(index)
     masked = rpe(index.masked_fill(~windows.valid[:, None, :, None], rpe_mask_row(3)))
     layout = AttentionLayout.from_index(windows.index, x.shape[0])
@@ -176,7 +175,7 @@ def test_rpe_is_sum_of_per_axis_lookups():
     torch.manual_seed(5)
     rpe = RPE(num_heads=3, bound=2)
     offsets = torch.randint(-4, 5, (2, 4, 4, 3))
-    index = rpe_table_index(offsets, 2)
+    index = rpe_table_index_(offsets.clone(), 2)
     index[0, :, 3] = rpe_mask_row(2)
     bias = rpe(index)
     assert bias.shape == (2, 3, 4, 4)

@@ -1,8 +1,8 @@
 """Transformer blocks of HOTFormerLoc (spec 2.3-2.5) and the per-depth table cache.
 
-* :class:`DepthView`: everything one forward needs about one octree depth (padded neighbour
-  and child tables, windows, attention layouts, RPE table rows), computed once on first use
-  and shared by every block at that depth;
+* :class:`DepthView`: everything one forward needs about one octree depth (prepared
+  neighbour and child tables, windows, attention layouts, RPE table rows), computed once on
+  first use and shared by every block at that depth;
 * :class:`PreNormBlock`: ``x += DP(MHSA(LN(x))); x += DP(MLP(LN(x)))`` over the groups of
   an :class:`~hotformerloc.model.layers.AttentionLayout` (RTSA is this block over the relay
   tokens of each sample);
@@ -32,7 +32,7 @@ from hotformerloc.model.layers import (
     DropPath,
     SlotPairs,
     rpe_mask_row,
-    rpe_table_index,
+    rpe_table_index_,
     rpe_zero_row,
     serial_when_small,
 )
@@ -73,18 +73,13 @@ class DepthView:
         """Pairs of the 27-neighbour table (for the 3x3x3 convs at this depth)."""
         return self._cached(
             ("nb",),
-            lambda: SlotPairs.from_table(self.octree.neighbours[self.depth], self.num_nodes, 13),
+            lambda: SlotPairs.from_table(self.octree.neighbours[self.depth], centre=13),
         )
 
     @property
     def children(self) -> SlotPairs:
         """Pairs of the child table (for the stride-2 convs from depth + 1 to this depth)."""
-        return self._cached(
-            ("ch",),
-            lambda: SlotPairs.from_table(
-                self.octree.children[self.depth], self.octree.num_nodes(self.depth + 1)
-            ),
-        )
+        return self._cached(("ch",), lambda: SlotPairs.from_table(self.octree.children[self.depth]))
 
     def windows(self, dilation: int) -> Windows:
         """Per-sample padded windows of K nodes (dilated when ``dilation`` > 1)."""
@@ -133,13 +128,16 @@ class DepthView:
 
         def make() -> Tensor:
             win = self.windows(dilation)
-            index = rpe_table_index(relative_offsets(self.octree, self.depth, win), bound)
+            offsets = relative_offsets(self.octree, self.depth, win).contiguous()
+            index = rpe_table_index_(offsets, bound)
             valid = win.valid
             if relay:
-                index = F.pad(index, (0, 0, 1, 0, 1, 0), value=rpe_zero_row(bound))
+                nw, k = valid.shape
+                with_relay = index.new_full((nw, k + 1, k + 1, 3), rpe_zero_row(bound))
+                with_relay[:, 1:, 1:] = index
+                index = with_relay
                 valid = F.pad(valid, (1, 0), value=True)
-            index = index.masked_fill(~valid[:, None, :, None], rpe_mask_row(bound))
-            return index.contiguous()
+            return index.masked_fill_(~valid[:, None, :, None], rpe_mask_row(bound))
 
         return self._cached(("bias", dilation, bound, relay), make)
 

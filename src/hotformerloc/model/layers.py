@@ -9,11 +9,11 @@ device-agnostic and never leaves the tensor's device.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +29,8 @@ MASK_VALUE = -1.0e4
 CHUNK_BYTES = 4 << 20
 
 #: Conv tables at least this full (outside the centre slot) are computed densely
-#: (zeros for empty neighbours), sparser ones over their non-empty pairs only...
+#: (zeros for empty neighbours), sparser ones over their non-empty pairs only.
 DENSE_FILL = 0.35
-
-#: ... as are those whose sparse temporaries take at most this many bytes.
-SPARSE_MAX_BYTES = 12 << 20
 
 
 #: On CPU, layers over fewer tokens than this run their ops on one thread (see
@@ -83,8 +80,9 @@ class PairTile:
 
     * ``rows``: the output nodes (a slice of 0..N_out);
     * ``slots``: (S,) int64 kernel slots that have pairs in this tile;
-    * ``src``: (S, P) int64 input node of each pair, each slot padded to the tile's largest
-      slot (P pairs) with ``num_in`` (a zero row of the input);
+    * ``src``: (S, P) int64 input row of each pair in the zero-row-first input (see
+      :func:`with_zero_row`: node i is row i + 1), each slot padded to the tile's largest
+      slot (P pairs) with 0, the zero row;
     * ``order``: (Q,) int64 flat positions (in S * P) of the Q real pairs sorted by output
       node; ``offsets``: (R,) int64 start of each output node's run in ``order``.
     """
@@ -96,7 +94,7 @@ class PairTile:
     offsets: Tensor
 
     def gather(self, xp: Tensor) -> Tensor:
-        """Input rows of the pairs, (S, P, C), from ``xp`` (N_in + 1, C), last row zero."""
+        """Input rows of the pairs, (S, P, C), from ``xp`` = ``with_zero_row(x)``."""
         return xp.index_select(0, self.src.view(-1)).view(*self.src.shape, xp.shape[1])
 
     def reduce(self, vals: Tensor) -> Tensor:
@@ -116,42 +114,45 @@ class SlotPairs:
     the ``centre``, maps every node to itself) or a child table (N_parent, 8) (slot
     ``4x + 2y + z``), -1 = empty:
 
-    * ``table_t``: (S, N_out) int64 transposed table with -1 replaced by ``num_in`` (a zero
-      row of the input), for the dense computation;
-    * ``num_pairs``: non-empty entries outside the centre slot, ``fill`` their fraction;
-      see :meth:`sparse` for when the convolutions compute sparsely, over :meth:`tiles`.
+    * ``table``: (N_out, S) int64 input row in the zero-row-first input (see
+      :func:`with_zero_row`): node i is i + 1, empty (-1) is 0, the zero row; and
+      :attr:`table_t` its (S, N_out) transpose (for the dense computation);
+    * ``fill``: fraction of non-empty entries outside the centre slot; tables less than
+      :data:`DENSE_FILL` full are computed sparsely, over :meth:`tiles`.
     """
 
-    table_t: Tensor
-    num_in: int
+    table: Tensor
     centre: int | None
-    num_pairs: int
     fill: float
     _tiles: dict[int, list[PairTile]] = field(default_factory=dict, repr=False, compare=False)
 
     @staticmethod
-    def from_table(table: Tensor, num_in: int, centre: int | None = None) -> SlotPairs:
-        """``table`` (N_out, S) int64, -1 = empty; ``centre``: identity slot, if any."""
+    def from_table(table: Tensor, centre: int | None = None) -> SlotPairs:
+        """``table`` (N_out, S) int64 input nodes, -1 = empty; ``centre``: identity slot."""
         num_out, num_slots = table.shape
+        shifted = table + 1
         cells = num_out * (num_slots - (centre is not None))
-        num_pairs = cells - int((table < 0).sum())
+        pairs = int(torch.count_nonzero(shifted)) - (num_out if centre is not None else 0)
         return SlotPairs(
-            table_t=torch.where(table < 0, num_in, table).t().contiguous(),
-            num_in=num_in,
+            table=shifted,
             centre=centre,
-            num_pairs=num_pairs,
-            fill=num_pairs / max(cells, 1),
+            fill=pairs / max(cells, 1),
         )
 
     @property
     def num_out(self) -> int:
-        return int(self.table_t.shape[1])
+        return int(self.table.shape[0])
 
-    def sparse(self, pair_bytes: int) -> bool:
-        """Whether a conv with ``pair_bytes`` of temporaries per pair computes sparsely:
-        tables less than :data:`DENSE_FILL` full, and small ones (at most
-        :data:`SPARSE_MAX_BYTES` of temporaries: a few ops instead of one per slot)."""
-        return self.fill < DENSE_FILL or self.num_pairs * pair_bytes <= SPARSE_MAX_BYTES
+    @cached_property
+    def table_t(self) -> Tensor:
+        """(S, N_out) contiguous transpose of :attr:`table`."""
+        return self.table.t().contiguous()
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the convolutions compute this table sparsely (less than
+        :data:`DENSE_FILL` full)."""
+        return self.fill < DENSE_FILL
 
     def tiles(self, pair_bytes: int, device: torch.device) -> list[PairTile]:
         """The pairs cut into output-row tiles of at most ``CHUNK_BYTES / pair_bytes`` pairs
@@ -168,43 +169,49 @@ class SlotPairs:
         return tiles
 
     def _make_tiles(self, max_pairs: int) -> list[PairTile]:
-        valid = self.table_t < self.num_in
+        valid = self.table > 0
         if self.centre is not None:
-            valid[self.centre] = False
+            valid[:, self.centre] = False
+        node, slot = valid.nonzero().unbind(1)  # node-major, slots ascending per node
+        ends = torch.cumsum(torch.count_nonzero(valid, dim=1), 0)  # pairs up to each node
         bounds = [0, self.num_out]
-        ends = torch.cumsum(valid.sum(0), 0)  # pairs up to each output node
-        total = int(ends[-1]) if self.num_out else 0
+        total = node.numel()
         if 0 < max_pairs < total:
             cuts = torch.arange(max_pairs, total, max_pairs, device=ends.device)
             inner = torch.searchsorted(ends, cuts, right=True).tolist()
             bounds = sorted({0, self.num_out, *[c for c in inner if 0 < c < self.num_out]})
-        return [self._tile(valid[:, a:b], slice(a, b)) for a, b in itertools.pairwise(bounds)]
+        first = [0, *ends[[b - 1 for b in bounds[1:]]].tolist()]  # pair range of each tile
+        return [
+            self._tile(valid[a:b], node[p:q], slot[p:q], slice(a, b))
+            for a, b, p, q in zip(bounds, bounds[1:], first, first[1:], strict=False)
+        ]
 
-    def _tile(self, valid: Tensor, rows: slice) -> PairTile:
-        table = self.table_t[:, rows]
-        counts = valid.sum(1)
+    def _tile(self, valid: Tensor, node: Tensor, slot: Tensor, rows: slice) -> PairTile:
+        """Tile of the output nodes ``rows``: ``valid`` their (R, S) non-centre entries,
+        ``(node, slot)`` their pairs, node-major."""
+        num_slots = self.table.shape[1]
+        counts = torch.bincount(slot, minlength=num_slots)
         slots = counts.nonzero().view(-1)
-        width = max(int(counts.max()), 1)
-        slot, node = valid.nonzero().unbind(1)  # slot-major, nodes ascending per slot
-        # Position of each pair in the (S, P) layout of the kept slots.
-        kept = torch.cumsum(counts > 0, 0) - 1
-        rank = valid.cumsum(1)[slot, node] - 1
-        pos = kept[slot] * width + rank
-        src = table.new_full((slots.numel() * width,), self.num_in)
-        src[pos] = table[slot, node]
-        per_node = torch.bincount(node, minlength=table.shape[1])
+        width = max(int(counts.max()), 1) if slot.numel() else 1
+        # Rank of each pair inside its slot, then its position in the (S, P) layout.
+        local = node - rows.start
+        rank = torch.cumsum(valid, 0)[local, slot] - 1
+        pos = (torch.cumsum(counts > 0, 0) - 1)[slot] * width + rank
+        src = slot.new_zeros(slots.numel() * width)
+        src[pos] = self.table.view(-1)[node * num_slots + slot]
+        per_node = torch.bincount(local, minlength=rows.stop - rows.start)
         return PairTile(
             rows=rows,
             slots=slots,
             src=src.view(-1, width),
-            order=pos[torch.argsort(node, stable=True)],
+            order=pos,  # the pairs are node-major already
             offsets=torch.cumsum(per_node, 0) - per_node,
         )
 
 
 def with_zero_row(x: Tensor) -> Tensor:
-    """(N, C) -> (N + 1, C) with a zero last row (the target of padded indices)."""
-    return torch.cat([x, x.new_zeros(1, x.shape[1])])
+    """(N, C) -> (N + 1, C): a zero row 0 (the target of empty entries), then ``x``."""
+    return torch.cat([x.new_zeros(1, x.shape[1]), x])
 
 
 class OctreeConv(nn.Module):
@@ -235,9 +242,9 @@ class OctreeConv(nn.Module):
         w = self.weight
         centre = pairs.centre
         xp = with_zero_row(x)
-        pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
-        if pairs.sparse(pair_bytes):
+        if pairs.sparse:
             outs = []
+            pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
             for tile in pairs.tiles(pair_bytes, x.device):
                 y = tile.reduce(torch.bmm(tile.gather(xp), w.index_select(0, tile.slots)))
                 outs.append(y if centre is None else torch.addmm(y, x[tile.rows], w[centre]))
@@ -272,10 +279,9 @@ class OctreeDWConv(nn.Module):
         """``x`` (N, C); ``pairs`` from the (N, 27) neighbour table -> (N, C)."""
         w = self.weight
         xp = with_zero_row(x)
-        pair_bytes = x.shape[1] * x.element_size()
-        if pairs.sparse(pair_bytes):
+        if pairs.sparse:
             outs = []
-            for tile in pairs.tiles(pair_bytes, x.device):
+            for tile in pairs.tiles(x.shape[1] * x.element_size(), x.device):
                 vals = tile.gather(xp) * w.index_select(0, tile.slots)[:, None, :]
                 outs.append(torch.addcmul(tile.reduce(vals), x[tile.rows], w[13]))
             return outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -303,7 +309,7 @@ class RPE(nn.Module):
     """Per-axis relative position bias table (3 * (2b + 1), H), trunc-normal(0.02).
 
     ``bias_h(i, j) = T[dx + b, h] + T[(2b+1) + dy + b, h] + T[2(2b+1) + dz + b, h]`` with the
-    offsets clamped to [-b, b]. :func:`rpe_table_index` builds the row indices; two extra
+    offsets clamped to [-b, b]. :func:`rpe_table_index_` builds the row indices; two extra
     rows let the same lookup produce zero bias (relay-token row / column) and the key mask.
     """
 
@@ -326,10 +332,11 @@ class RPE(nn.Module):
         return bias.view(nw, length, length, -1).permute(0, 3, 1, 2)
 
 
-def rpe_table_index(offsets: Tensor, bound: int) -> Tensor:
-    """Integer cell offsets (..., 3) -> RPE table rows (..., 3): clamp to [-b, b], per axis."""
+def rpe_table_index_(offsets: Tensor, bound: int) -> Tensor:
+    """Integer cell offsets (..., 3) -> RPE table rows (..., 3), in place: clamp to
+    [-b, b], then shift per axis (x rows first, then y, then z)."""
     axis = torch.arange(3, device=offsets.device) * (2 * bound + 1)
-    return offsets.clamp(-bound, bound) + (bound + axis)
+    return offsets.clamp_(-bound, bound).add_(bound + axis)
 
 
 def rpe_zero_row(bound: int) -> int:
