@@ -34,7 +34,6 @@ from hotformerloc.model.layers import (
     rpe_mask_row,
     rpe_table_index_,
     rpe_zero_row,
-    serial_when_small,
 )
 from hotformerloc.octree import (
     Octree,
@@ -176,9 +175,8 @@ class PreNormBlock(nn.Module):
 
         ``mask``: optional (nw, H, L, L) additive attention mask (default: the key mask).
         """
-        with serial_when_small(x.shape[0], x.device):
-            x = x + self.drop_path(self.attn(self.norm1(x), layout, mask), batch_id, batch_size)
-            return x + self.drop_path(self.mlp(self.norm2(x)), batch_id, batch_size)
+        x = x + self.drop_path(self.attn(self.norm1(x), layout, mask), batch_id, batch_size)
+        return x + self.drop_path(self.mlp(self.norm2(x)), batch_id, batch_size)
 
 
 class OctFormerBlock(PreNormBlock):
@@ -211,8 +209,7 @@ class OctFormerBlock(PreNormBlock):
 
         Returns ``(x, relay)`` updated (``relay`` stays None when not given).
         """
-        with serial_when_small(x.shape[0], x.device):
-            x = x + self.cpe(x, view.neighbours)
+        x = x + self.cpe(x, view.neighbours)
         if relay is None:
             mask = self._mask(view, relay=False)
             layout = view.layout(self.dilation)
@@ -270,10 +267,6 @@ class RelayTokenInit(nn.Module):
 
     def forward(self, x: Tensor, view: DepthView) -> Tensor:
         """``x`` (N, C) node features at ``view.depth`` -> relay tokens (nw, C)."""
-        with serial_when_small(x.shape[0], x.device):
-            return self._init(x, view)
-
-    def _init(self, x: Tensor, view: DepthView) -> Tensor:
         win = view.windows(1)
         window = win.slot // win.patch_size
         counts = win.valid.sum(1)

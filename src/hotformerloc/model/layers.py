@@ -10,8 +10,6 @@ device-agnostic and never leaves the tensor's device.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -31,32 +29,6 @@ CHUNK_BYTES = 4 << 20
 #: Conv tables at least this full (outside the centre slot) are computed densely
 #: (zeros for empty neighbours), sparser ones over their non-empty pairs only.
 DENSE_FILL = 0.35
-
-
-#: On CPU, layers over fewer tokens than this run their ops on one thread (see
-#: :func:`serial_when_small`).
-SERIAL_TOKENS = 512
-
-
-@contextmanager
-def serial_when_small(num_tokens: int, device: torch.device) -> Iterator[None]:
-    """Run the enclosed CPU ops on one thread when they process fewer than
-    :data:`SERIAL_TOKENS` tokens (no effect on other devices or with one thread).
-
-    Every multi-threaded CPU op wakes the worker threads; with ``OMP_WAIT_POLICY=PASSIVE``
-    that costs tens of microseconds, more than the whole op on a few hundred tokens. The
-    thread count is process-wide: it is restored on exit, but other Python threads running
-    torch ops meanwhile also run on one thread.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or num_tokens >= SERIAL_TOKENS or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def trunc_normal_(t: Tensor, std: float = 0.02) -> Tensor:

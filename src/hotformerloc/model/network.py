@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hotformerloc.model.blocks import DepthView, HOTFormerBlock, OctFormerBlock, RelayTokenInit
 from hotformerloc.model.config import ModelConfig
-from hotformerloc.model.layers import AttentionLayout, OctreeConv, init_linear, serial_when_small
+from hotformerloc.model.layers import AttentionLayout, OctreeConv, init_linear
 from hotformerloc.model.pooling import build_pooling
 from hotformerloc.octree import (
     Octree,
@@ -84,8 +84,7 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor, coarse: DepthView) -> Tensor:
         """``x`` (N_{d+1}, Cin) -> (N_d, Cout) at ``coarse.depth`` = d."""
-        with serial_when_small(x.shape[0], x.device):
-            return self.norm(self.conv(x, coarse.children))
+        return self.norm(self.conv(x, coarse.children))
 
 
 class HOTFormerLoc(nn.Module):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from hotformerloc.model.blocks import DepthView
 from hotformerloc.model.config import ModelConfig
-from hotformerloc.model.layers import init_linear, serial_when_small
+from hotformerloc.model.layers import init_linear
 
 
 class MixerLayer(nn.Module):
@@ -63,10 +63,9 @@ class PyramidAttnPoolMixer(nn.Module):
             )
             pooled.append(out[:, 0])
         z = torch.cat(pooled, 1)  # (B, M, C)
-        with serial_when_small(z.shape[0] * z.shape[1], z.device):
-            z = self.mixer(z)
-            z = self.token_proj(z.transpose(1, 2)).transpose(1, 2)  # (B, M/4, C)
-            return self.channel_proj(z).flatten(1)
+        z = self.mixer(z)
+        z = self.token_proj(z.transpose(1, 2)).transpose(1, 2)  # (B, M/4, C)
+        return self.channel_proj(z).flatten(1)
 
 
 def _segment_mean(x: Tensor, batch_id: Tensor, batch_size: int) -> Tensor:
