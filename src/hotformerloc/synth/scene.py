@@ -42,13 +42,6 @@ class Label(IntEnum):
     OCCUPIED = 12  # voxel of a real-geometry world
 
 
-def _f32(a: object, shape: tuple[int, ...]) -> np.ndarray:
-    out = np.ascontiguousarray(a, dtype=np.float32)
-    if out.shape[1:] != shape[1:] or out.ndim != len(shape):
-        raise ValueError(f"expected shape {shape}, got {out.shape}")
-    return out
-
-
 @dataclass
 class HeightField:
     """Terrain z = h(x, y) sampled on a regular grid, bilinear in between.
@@ -151,22 +144,61 @@ class Voxels:
         return len(self.ijk)
 
 
+def _col(v: object, n: int, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype), (n,)))
+
+
+def cylinders_of(
+    p0: np.ndarray, p1: np.ndarray, radius: object, density: object, label: Label | np.ndarray
+) -> Cylinders:
+    """:class:`Cylinders` from arrays ``(N, 3)``; scalars broadcast; cast to float32/int16."""
+    n = len(p0)
+    return Cylinders(
+        np.asarray(p0, np.float32).reshape(n, 3),
+        np.asarray(p1, np.float32).reshape(n, 3),
+        _col(radius, n, np.float32),
+        _col(density, n, np.float32),
+        _col(label, n, np.int16),
+    )
+
+
+def ellipsoids_of(
+    center: np.ndarray, radii: np.ndarray, density: object, label: Label | np.ndarray
+) -> Ellipsoids:
+    """:class:`Ellipsoids` from arrays ``(N, 3)``; scalars broadcast; cast to float32/int16."""
+    n = len(center)
+    return Ellipsoids(
+        np.asarray(center, np.float32).reshape(n, 3),
+        np.asarray(radii, np.float32).reshape(n, 3),
+        _col(density, n, np.float32),
+        _col(label, n, np.int16),
+    )
+
+
+def boxes_of(
+    center: np.ndarray, half: np.ndarray, yaw: object, density: object, label: Label | np.ndarray
+) -> Boxes:
+    """:class:`Boxes` from arrays ``(N, 3)``; scalars broadcast; cast to float32/int16."""
+    n = len(center)
+    return Boxes(
+        np.asarray(center, np.float32).reshape(n, 3),
+        np.asarray(half, np.float32).reshape(n, 3),
+        _col(yaw, n, np.float32),
+        _col(density, n, np.float32),
+        _col(label, n, np.int16),
+    )
+
+
 def empty_cylinders() -> Cylinders:
-    z3 = np.zeros((0, 3), np.float32)
-    z = np.zeros(0, np.float32)
-    return Cylinders(z3, z3.copy(), z, z.copy(), np.zeros(0, np.int16))
+    return cylinders_of(np.zeros((0, 3)), np.zeros((0, 3)), 0.0, 0.0, Label.GROUND)
 
 
 def empty_ellipsoids() -> Ellipsoids:
-    z3 = np.zeros((0, 3), np.float32)
-    z = np.zeros(0, np.float32)
-    return Ellipsoids(z3, z3.copy(), z, np.zeros(0, np.int16))
+    return ellipsoids_of(np.zeros((0, 3)), np.zeros((0, 3)), 0.0, Label.GROUND)
 
 
 def empty_boxes() -> Boxes:
-    z3 = np.zeros((0, 3), np.float32)
-    z = np.zeros(0, np.float32)
-    return Boxes(z3, z3.copy(), z, z.copy(), np.zeros(0, np.int16))
+    return boxes_of(np.zeros((0, 3)), np.zeros((0, 3)), 0.0, 0.0, Label.GROUND)
 
 
 @dataclass
@@ -217,28 +249,11 @@ class PrimitiveBuilder:
         scene = Scene(terrain=terrain, voxels=voxels)
         if self._cyl:
             a = np.asarray(self._cyl, np.float64)
-            scene.cylinders = Cylinders(
-                _f32(a[:, 0:3], (0, 3)),
-                _f32(a[:, 3:6], (0, 3)),
-                a[:, 6].astype(np.float32),
-                a[:, 7].astype(np.float32),
-                a[:, 8].astype(np.int16),
-            )
+            scene.cylinders = cylinders_of(a[:, 0:3], a[:, 3:6], a[:, 6], a[:, 7], a[:, 8])
         if self._ell:
             a = np.asarray(self._ell, np.float64)
-            scene.ellipsoids = Ellipsoids(
-                _f32(a[:, 0:3], (0, 3)),
-                _f32(a[:, 3:6], (0, 3)),
-                a[:, 6].astype(np.float32),
-                a[:, 7].astype(np.int16),
-            )
+            scene.ellipsoids = ellipsoids_of(a[:, 0:3], a[:, 3:6], a[:, 6], a[:, 7])
         if self._box:
             a = np.asarray(self._box, np.float64)
-            scene.boxes = Boxes(
-                _f32(a[:, 0:3], (0, 3)),
-                _f32(a[:, 3:6], (0, 3)),
-                a[:, 6].astype(np.float32),
-                a[:, 7].astype(np.float32),
-                a[:, 8].astype(np.int16),
-            )
+            scene.boxes = boxes_of(a[:, 0:3], a[:, 3:6], a[:, 6], a[:, 7], a[:, 8])
         return scene

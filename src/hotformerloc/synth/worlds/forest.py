@@ -13,15 +13,21 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hotformerloc.synth.scene import Cylinders, Ellipsoids, HeightField, Label, Scene
+from hotformerloc.synth.scene import (
+    Cylinders,
+    Ellipsoids,
+    HeightField,
+    Label,
+    Scene,
+    cylinders_of,
+    ellipsoids_of,
+)
 from hotformerloc.synth.worlds.base import Epoch, World
 from hotformerloc.synth.worlds.terrain import (
     FootprintIndex,
     chaikin,
     concat,
-    cylinders_of,
     distance_to_segments,
-    ellipsoids_of,
     fractal_noise,
     polyline_length,
     rng_for,

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from hotformerloc.synth.scene import Boxes, Cylinders, Ellipsoids, Label
+from hotformerloc.synth.scene import Boxes, Cylinders, Ellipsoids
 
 P = TypeVar("P", Cylinders, Ellipsoids, Boxes)
 
@@ -27,51 +27,6 @@ def rng_for(seed: int, purpose: int, *extra: int) -> np.random.Generator:
     """
     words = [int(v) % 2**64 for v in (seed, purpose, *extra)]
     return np.random.default_rng(np.random.SeedSequence(words))
-
-
-def _col(v: object, n: int, dtype: type) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype), (n,)))
-
-
-def cylinders_of(
-    p0: np.ndarray, p1: np.ndarray, radius: object, density: object, label: Label | np.ndarray
-) -> Cylinders:
-    """:class:`Cylinders` from arrays ``(N, 3)``; scalars broadcast; cast to float32/int16."""
-    n = len(p0)
-    return Cylinders(
-        np.asarray(p0, np.float32).reshape(n, 3),
-        np.asarray(p1, np.float32).reshape(n, 3),
-        _col(radius, n, np.float32),
-        _col(density, n, np.float32),
-        _col(label, n, np.int16),
-    )
-
-
-def ellipsoids_of(
-    center: np.ndarray, radii: np.ndarray, density: object, label: Label | np.ndarray
-) -> Ellipsoids:
-    """:class:`Ellipsoids` from arrays ``(N, 3)``; scalars broadcast; cast to float32/int16."""
-    n = len(center)
-    return Ellipsoids(
-        np.asarray(center, np.float32).reshape(n, 3),
-        np.asarray(radii, np.float32).reshape(n, 3),
-        _col(density, n, np.float32),
-        _col(label, n, np.int16),
-    )
-
-
-def boxes_of(
-    center: np.ndarray, half: np.ndarray, yaw: object, density: object, label: Label | np.ndarray
-) -> Boxes:
-    """:class:`Boxes` from arrays ``(N, 3)``; scalars broadcast; cast to float32/int16."""
-    n = len(center)
-    return Boxes(
-        np.asarray(center, np.float32).reshape(n, 3),
-        np.asarray(half, np.float32).reshape(n, 3),
-        _col(yaw, n, np.float32),
-        _col(density, n, np.float32),
-        _col(label, n, np.int16),
-    )
 
 
 def concat(parts: Sequence[P]) -> P:

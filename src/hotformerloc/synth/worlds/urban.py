@@ -15,14 +15,12 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from hotformerloc.synth.scene import Boxes, HeightField, Label, Scene
+from hotformerloc.synth.scene import Boxes, HeightField, Label, Scene, boxes_of, cylinders_of
 from hotformerloc.synth.worlds.base import Epoch, World
 from hotformerloc.synth.worlds.forest import CONIFER, Species, TreeSet, make_trees
 from hotformerloc.synth.worlds.terrain import (
     FootprintIndex,
-    boxes_of,
     concat,
-    cylinders_of,
     distance_to_segments,
     fractal_noise,
     resample_polyline,
