@@ -11,7 +11,7 @@ See ``docs/model.md``.
 """
 
 from hotformerloc.model.config import ModelConfig, model_config_from_dict
-from hotformerloc.model.network import HOTFormerLoc
+from hotformerloc.model.network import HOTFormerLoc, prepare_points
 from hotformerloc.model.registry import create_model, get_model_config, list_models, register_model
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "get_model_config",
     "list_models",
     "model_config_from_dict",
+    "prepare_points",
     "register_model",
 ]

@@ -41,6 +41,28 @@ from hotformerloc.octree.normalise import check_cloud
 _T = TypeVar("_T")
 
 
+def prepare_points(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> Tensor:
+    """One raw cloud -> points for the octree, per ``config`` (spec 1.1, 1.2).
+
+    Validation (non-empty (N, 3) float32/float64, finite), then bounding-box normalisation
+    if ``config.normalize_points``, the range filter (``|coord| <= 1``, and ``rho <= 1`` for
+    cylindrical), then the cylindrical transform if configured. A free function so data
+    loader workers can prepare batches without a model.
+
+    Raises:
+        OctreeInputError: naming ``name``: bad shape/dtype, empty, NaN/inf, or no point
+            left after the range filter.
+    """
+    xyz = check_cloud(cloud, name)
+    if config.normalize_points:
+        xyz = bbox_normalise(xyz)
+    cylindrical = config.coordinates == "cylindrical"
+    xyz, _ = filter_to_unit(xyz, radial=cylindrical)
+    if xyz.shape[0] == 0:
+        raise OctreeInputError(name, "no point inside the unit cube after normalisation")
+    return to_cylindrical(xyz) if cylindrical else xyz
+
+
 class ConvNormReLU(nn.Module):
     """Octree conv (no bias) -> LayerNorm over channels -> ReLU (stem unit)."""
 
@@ -190,25 +212,8 @@ class HOTFormerLoc(nn.Module):
 
     # ------------------------------------------------------------------ input pipeline
     def prepare_cloud(self, cloud: Tensor, name: str = "cloud") -> Tensor:
-        """One raw cloud -> points for the octree, per the config (spec 1.1, 1.2).
-
-        Validation (non-empty (N, 3) float32/float64, finite), then bounding-box
-        normalisation if ``config.normalize_points``, the range filter (``|coord| <= 1``, and
-        ``rho <= 1`` for cylindrical), then the cylindrical transform if configured.
-
-        Raises:
-            OctreeInputError: naming ``name``: bad shape/dtype, empty, NaN/inf, or no point
-                left after the range filter.
-        """
-        cfg = self.config
-        xyz = check_cloud(cloud, name)
-        if cfg.normalize_points:
-            xyz = bbox_normalise(xyz)
-        cylindrical = cfg.coordinates == "cylindrical"
-        xyz, _ = filter_to_unit(xyz, radial=cylindrical)
-        if xyz.shape[0] == 0:
-            raise OctreeInputError(name, "no point inside the unit cube after normalisation")
-        return to_cylindrical(xyz) if cylindrical else xyz
+        """:func:`prepare_points` with this model's config."""
+        return prepare_points(cloud, self.config, name)
 
     def build_octree(self, clouds: Sequence[Tensor]) -> Octree:
         """Prepared octree (``config.octree_depth``) of raw clouds, on the model's device."""
