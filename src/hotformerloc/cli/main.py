@@ -200,9 +200,77 @@ def generate(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+    budget: Annotated[
+        float, typer.Option(help="Training time budget in minutes (stops after an epoch).")
+    ] = 10.0,
+    retrain: Annotated[
+        bool, typer.Option(help="Train again even if the run folder has a finished model.")
+    ] = False,
 ) -> None:
-    """The main job on the embedded default: generate (or reuse) the demo benchmark."""
-    _generate("demo", None, out / "benchmark", None, workers)
+    """The main job on the embedded default: generate the demo benchmark (cached), train
+    hotformerloc-tiny within a time budget, evaluate it against Scan Context ground-to-ground
+    and ground-to-aerial, and write report/report.html and report/results.json."""
+    run_demo(out, workers, budget, retrain)
+
+
+def run_demo(out: Path, workers: int | None, budget: float, retrain: bool) -> None:
+    import shutil
+
+    from hotformerloc.eval.report import format_table, write_report
+
+    t0 = time.perf_counter()
+    bench_dir = out / "benchmark"
+    _generate("demo", None, bench_dir, None, workers)
+    t_gen = time.perf_counter() - t0
+    train_dir = out / "train"
+    if retrain and train_dir.exists():
+        shutil.rmtree(train_dir)
+    t1 = time.perf_counter()
+    if (train_dir / "done.json").exists():
+        console.print(f"reusing the trained model in {train_dir} (--retrain to train again)")
+    else:
+        overrides: dict[str, object] = {"data": {"root": str(bench_dir)}, "time_budget_min": budget}
+        resume = (train_dir / "resume.safetensors").exists()
+        if resume:
+            console.print(f"resuming the interrupted training in {train_dir}")
+        run_training(Path("demo"), train_dir, resume, overrides, None)
+    t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    ckpt = train_dir / "best.safetensors"
+    bench, entries = evaluate_methods(bench_dir, [str(ckpt)], True, 64, "auto")
+    log = [
+        json.loads(line)
+        for line in (train_dir / "log.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    t_eval = time.perf_counter() - t2
+    timings = {
+        "generate_s": round(t_gen, 1),
+        "train_s": round(t_train, 1),
+        "evaluate_s": round(t_eval, 1),
+        "training_done": json.loads((train_dir / "done.json").read_text()),
+    }
+    report = write_report(
+        out / "report",
+        bench,  # type: ignore[arg-type]
+        entries,  # type: ignore[arg-type]
+        title="hotformerloc demo: hotformerloc-tiny vs Scan Context on the synthetic benchmark",
+        training_log=log,
+        extra=timings,
+    )
+    console.print(format_table(entries))  # type: ignore[arg-type]
+    ours, sc = entries[0].result.summary(), entries[-1].result.summary()  # type: ignore[attr-defined]
+    verdict = "beats" if ours.get("g2a_ar1", 0) > sc.get("g2a_ar1", 0) else "does NOT beat"
+    console.print(
+        f"ground-to-aerial AR@1: trained model {ours.get('g2a_ar1', float('nan')):.1f} "
+        f"{verdict} Scan Context {sc.get('g2a_ar1', float('nan')):.1f}; "
+        f"ground-to-ground AR@1: {ours.get('g2g_ar1', float('nan')):.1f} vs "
+        f"{sc.get('g2g_ar1', float('nan')):.1f}"
+    )
+    console.print(
+        f"report: {report} (total {time.perf_counter() - t0:.0f} s: generate {t_gen:.0f} s, "
+        f"train {t_train:.0f} s, evaluate {t_eval:.0f} s)"
+    )
 
 
 def _load_model(spec: str) -> tuple[object, str, str | None]:
@@ -281,14 +349,195 @@ def embed(
     console.print(f"{len(files)} descriptors ({desc.shape[1]}-d) from {name} -> {out}")
 
 
+def _parse_sets(items: list[str] | None) -> dict[str, object]:
+    """``--set a.b=value`` items -> nested dict (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE (e.g. epochs=5)")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {part} is already a value")
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _train_progress(bar: Progress) -> object:
+    tasks: dict[int, TaskID] = {}
+
+    def update(epoch: int, done: int, total: int, stats: dict[str, float]) -> None:
+        if epoch not in tasks:
+            tasks[epoch] = bar.add_task(f"epoch {epoch + 1}", total=total)
+        loss = stats.get("loss", float("nan"))
+        bar.update(
+            tasks[epoch], completed=done, total=total, description=f"epoch {epoch + 1} L={loss:.3f}"
+        )
+
+    return update
+
+
+def run_training(
+    config: Path, out: Path, resume: bool, sets: dict[str, object], device: str | None
+) -> object:
+    """Load the config (with overrides), train, print the log table; returns TrainResult."""
+    from hotformerloc.train.config import load_train_config
+    from hotformerloc.train.trainer import Trainer
+
+    if device is not None:
+        sets = {**sets, "device": device}
+    cfg = load_train_config(config, sets)
+    bar, _ = _progress()
+    with bar:
+        trainer = Trainer(cfg, out, progress=_train_progress(bar))  # type: ignore[arg-type]
+        res = trainer.fit(resume=resume)
+    table = Table(title=f"training {cfg.model} -> {out}")
+    keys = ["epoch", "loss", "lr", "seconds", "val_ar1", "val_g2g_ar1", "val_g2a_ar1"]
+    keys = [k for k in keys if any(k in row for row in res.log)]
+    for k in keys:
+        table.add_column(k)
+    for row in res.log:
+        table.add_row(*[_fmt(row.get(k)) for k in keys])
+    console.print(table)
+    console.print(
+        f"best validation AR@1 {_fmt(res.best_score)} at epoch {res.best_epoch}; "
+        f"checkpoints: {out / 'best.safetensors'}, {out / 'last.safetensors'}"
+        + (" (stopped by the time budget)" if res.stopped_by_budget else "")
+    )
+    return res
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training config YAML.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, logs).")],
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out after its last finished epoch.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = None,
+) -> None:
+    """Train a model (Truncated Smooth-AP, multi-staged backprop); torchrun for multi-GPU."""
+    run_training(config, out, resume, _parse_sets(set_), device)
+
+
+def _scale_of(ckpt_extra: dict[str, object] | None) -> float | None:
+    if ckpt_extra and "data_scale" in ckpt_extra:
+        v = ckpt_extra["data_scale"]
+        return None if v is None else float(v)  # type: ignore[arg-type]
+    return 1.0 / 30.0
+
+
+def evaluate_methods(
+    data: Path,
+    models: list[str],
+    scancontext: bool,
+    batch_size: int,
+    device: str,
+) -> tuple[object, list[object]]:
+    """(benchmark, [MethodEntry]) for each --model and optionally Scan Context."""
+    import torch
+
+    from hotformerloc.baselines import ScanContextConfig, ScanContextRetriever
+    from hotformerloc.data import Benchmark
+    from hotformerloc.eval import DescriptorRetriever
+    from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
+    from hotformerloc.eval.report import MethodEntry
+    from hotformerloc.model.checkpoint import load_checkpoint
+
+    bench = Benchmark.load(data)
+    dev = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    )
+    entries = []
+    bar, update = _progress()
+    with bar:
+        for spec in models:
+            net, name, sha = _load_model(spec)
+            extra = load_checkpoint(Path(spec)).extra if sha is not None else None
+            net = net.to(dev)  # type: ignore[attr-defined]
+            desc = embed_benchmark(net, bench, None, _scale_of(extra), batch_size)  # type: ignore[arg-type]
+            update(f"embedded {Path(spec).stem}", 1, 1)
+            retr = DescriptorRetriever(desc)
+            label = name if sha is None else f"{name} ({Path(spec).name})"
+            entries.append(MethodEntry(label, evaluate_retriever(retr, bench), retr))
+        if scancontext:
+            cfg = ScanContextConfig(max_radius=30.0, height_reference="min")
+            clouds = []
+            for i in range(len(bench)):
+                clouds.append(bench.load_cloud(i))
+                update("scan context", i + 1, len(bench))
+            retr_sc = ScanContextRetriever.from_clouds(clouds, cfg)
+            entries.append(MethodEntry("Scan Context", evaluate_retriever(retr_sc, bench), retr_sc))
+    return bench, entries
+
+
+@app.command(name="eval")
+def eval_(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Benchmark folder.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Registered name or checkpoint (repeatable)."),
+    ] = None,
+    scancontext: Annotated[
+        bool, typer.Option("--scancontext", help="Also evaluate the Scan Context baseline.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write results.json and report.html here.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Submaps per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Evaluate methods on a benchmark: ground-to-ground and ground-to-aerial AR@N, MRR."""
+    from hotformerloc.eval.report import format_table, write_report
+
+    if not model and not scancontext:
+        raise UserError("nothing to evaluate: give --model and/or --scancontext")
+    bench, entries = evaluate_methods(data, model or [], scancontext, batch_size, device)
+    if out is not None:
+        write_report(out, bench, entries, title=f"Evaluation on {data}")  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps({e.name: e.result.to_dict() for e in entries}, allow_nan=False))  # type: ignore[attr-defined]
+    else:
+        console.print(format_table(entries))  # type: ignore[arg-type]
+
+
 def entrypoint() -> None:
     """Console-script entry: user errors become one clear line and exit code 2."""
     from hotformerloc.config import ConfigError
+    from hotformerloc.data import DatasetError
+    from hotformerloc.eval import EvaluationError
     from hotformerloc.io import PointCloudError
     from hotformerloc.model.checkpoint import CheckpointError
     from hotformerloc.octree import OctreeInputError
 
-    user_errors = (ConfigError, PointCloudError, CheckpointError, OctreeInputError, UserError)
+    user_errors = (
+        ConfigError,
+        PointCloudError,
+        CheckpointError,
+        OctreeInputError,
+        DatasetError,
+        EvaluationError,
+        FileExistsError,
+        UserError,
+    )
     try:
         app(standalone_mode=False)
     except typer.Exit as e:

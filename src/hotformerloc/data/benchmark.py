@@ -1,0 +1,221 @@
+"""Read a cross-source place-recognition benchmark from disk (the CS-Wild-Places layout).
+
+Layout (written by :mod:`hotformerloc.synth.generate`, spec 4.4)::
+
+    <root>/<world>/split.csv                          sequence,timestamp,x,y,source,split
+    <root>/<world>/<sequence>/clouds/<timestamp>.pcd  metric, submap frame
+
+Every folder of ``<root>`` that holds a ``split.csv`` is a world. The cloud of a row is
+``<world>/<sequence>/clouds/<timestamp formatted with 6 decimals>.pcd``. Other files
+(``poses.csv``, ``test_regions.json``, ``manifest.json``) are not needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hotformerloc.io import PointCloudError, read_pointcloud
+
+COLUMNS = ("sequence", "timestamp", "x", "y", "source", "split")
+SOURCES = ("ground", "aerial")
+SPLITS = ("test", "buffer", "train")
+SPLIT_FILE = "split.csv"
+#: Missing cloud files named in a :class:`DatasetError` before "and N more".
+MAX_LISTED = 5
+
+
+class DatasetError(ValueError):
+    """The benchmark on disk is missing or malformed; the message names the folder or file
+    (and the line for a CSV problem) and what is wrong."""
+
+
+def cloud_relpath(sequence: str, timestamp: float) -> str:
+    """``<sequence>/clouds/<timestamp:.6f>.pcd``, relative to the world folder."""
+    return f"{sequence}/clouds/{timestamp:.6f}.pcd"
+
+
+def _read_split(path: Path) -> list[tuple[str, float, float, float, str, str]]:
+    """Rows of one ``split.csv`` (sequence, timestamp, x, y, source, split), validated."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read: {e}") from e
+    reader = csv.DictReader(text.splitlines())
+    header = reader.fieldnames or []
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise DatasetError(
+            f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)!r})"
+        )
+    rows = []
+    for line, rec in enumerate(reader, start=2):
+        if any(rec.get(c) is None for c in COLUMNS):
+            raise DatasetError(f"{path} line {line}: too few fields")
+        numbers = []
+        for c in ("timestamp", "x", "y"):
+            try:
+                v = float(rec[c])
+            except ValueError:
+                raise DatasetError(f"{path} line {line}: {c} {rec[c]!r} is not a number") from None
+            if not math.isfinite(v):
+                raise DatasetError(f"{path} line {line}: {c} {rec[c]!r} is not finite")
+            numbers.append(v)
+        seq, source, split = rec["sequence"], rec["source"], rec["split"]
+        if not seq or "/" in seq or "\\" in seq:
+            raise DatasetError(f"{path} line {line}: invalid sequence name {seq!r}")
+        if source not in SOURCES:
+            raise DatasetError(f"{path} line {line}: source {source!r} is not one of {SOURCES}")
+        if split not in SPLITS:
+            raise DatasetError(f"{path} line {line}: split {split!r} is not one of {SPLITS}")
+        rows.append((seq, numbers[0], numbers[1], numbers[2], source, split))
+    return rows
+
+
+def _as_set(value: str | Iterable[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+@dataclass(frozen=True, eq=False)
+class Benchmark:
+    """All submaps of a benchmark as columns (N rows), ordered by world, sequence, timestamp.
+
+    Fields: ``root`` (the folder), ``world``, ``sequence``, ``source`` (``ground``/``aerial``),
+    ``split`` (``test``/``buffer``/``train``): (N,) str arrays; ``timestamp``: (N,) float64;
+    ``xy``: (N, 2) float64, metric position (easting, northing) of the submap centre.
+    A row index ``i`` is a *global* index; data sets and tuples use local indices into a
+    selection. Picklable (for data-loader workers).
+    """
+
+    root: Path
+    world: np.ndarray
+    sequence: np.ndarray
+    timestamp: np.ndarray
+    xy: np.ndarray
+    source: np.ndarray
+    split: np.ndarray
+
+    @classmethod
+    def load(cls, root: str | Path, check_files: bool = True) -> Benchmark:
+        """Read every ``<root>/<world>/split.csv`` (worlds sorted by name).
+
+        Args:
+            root: the benchmark folder.
+            check_files: verify that every listed cloud file exists.
+
+        Raises:
+            DatasetError: ``root`` missing or not a folder; no world with a ``split.csv``; a
+                malformed CSV (missing column, too few fields, unparsable or non-finite
+                number, unknown source/split; names the file and line); a duplicate
+                (sequence, timestamp) row; listed cloud files missing (the count and the
+                first few paths).
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: benchmark folder does not exist or is not a folder")
+        worlds = sorted(p.name for p in root.iterdir() if (p / SPLIT_FILE).is_file())
+        if not worlds:
+            raise DatasetError(f"{root}: no world folder with a {SPLIT_FILE}")
+        cols: dict[str, list] = {c: [] for c in ("world", *COLUMNS)}
+        for w in worlds:
+            rows = _read_split(root / w / SPLIT_FILE)
+            if not rows:
+                continue
+            rows.sort(key=lambda r: (r[0], r[1]))
+            for a, b in itertools.pairwise(rows):
+                if a[:2] == b[:2]:
+                    raise DatasetError(
+                        f"{root / w / SPLIT_FILE}: duplicate row for sequence {a[0]!r}, "
+                        f"timestamp {a[1]:.6f}"
+                    )
+            cols["world"] += [w] * len(rows)
+            for c, values in zip(COLUMNS, zip(*rows, strict=True), strict=True):
+                cols[c] += values
+        bench = cls(
+            root=root,
+            world=np.array(cols["world"], dtype=str),
+            sequence=np.array(cols["sequence"], dtype=str),
+            timestamp=np.array(cols["timestamp"], dtype=np.float64),
+            xy=np.stack(
+                [np.array(cols["x"], np.float64), np.array(cols["y"], np.float64)], 1
+            ).reshape(-1, 2),
+            source=np.array(cols["source"], dtype=str),
+            split=np.array(cols["split"], dtype=str),
+        )
+        if check_files:
+            missing = [p for p in map(bench.path, range(len(bench))) if not p.is_file()]
+            if missing:
+                shown = ", ".join(str(p) for p in missing[:MAX_LISTED])
+                more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+                raise DatasetError(
+                    f"{root}: {len(missing)} cloud file(s) listed in {SPLIT_FILE} are missing: "
+                    f"{shown}{more}"
+                )
+        return bench
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    @property
+    def worlds(self) -> list[str]:
+        """World names, sorted."""
+        return sorted(set(self.world.tolist()))
+
+    def sequences(self, world: str) -> list[str]:
+        """Sequence names of ``world``, sorted (empty for an unknown world)."""
+        return sorted(set(self.sequence[self.world == world].tolist()))
+
+    def path(self, i: int) -> Path:
+        """The cloud file of row ``i``."""
+        return (
+            self.root
+            / str(self.world[i])
+            / cloud_relpath(str(self.sequence[i]), float(self.timestamp[i]))
+        )
+
+    def select(
+        self,
+        world: str | Iterable[str] | None = None,
+        source: str | Iterable[str] | None = None,
+        split: str | Iterable[str] | None = None,
+        sequence: str | Iterable[str] | None = None,
+    ) -> np.ndarray:
+        """(K,) int64 ascending global indices of the rows matching every given filter (a
+        value or a collection of accepted values; ``None`` = any).
+
+        Raises:
+            ValueError: an unknown world, source or split value.
+        """
+        keep = np.ones(len(self), bool)
+        for name, column, value, known in (
+            ("world", self.world, world, self.worlds),
+            ("source", self.source, source, SOURCES),
+            ("split", self.split, split, SPLITS),
+            ("sequence", self.sequence, sequence, None),
+        ):
+            if value is None:
+                continue
+            wanted = _as_set(value)
+            unknown = [v for v in wanted if known is not None and v not in known]
+            if unknown:
+                raise ValueError(f"select: unknown {name} {unknown} (known: {list(known)})")
+            keep &= np.isin(column, wanted)
+        return np.flatnonzero(keep).astype(np.int64)
+
+    def load_cloud(self, i: int) -> np.ndarray:
+        """(M, 3) float32 points of row ``i``, metric, submap frame.
+
+        Raises:
+            DatasetError: the file is missing or unreadable (names the file).
+        """
+        path = self.path(i)
+        try:
+            return read_pointcloud(path).xyz
+        except PointCloudError as e:
+            raise DatasetError(f"cloud {i} ({path}): {e.problem}") from e

@@ -1,0 +1,92 @@
+"""The pair batch sampler of spec 3.2 (MinkLoc3Dv2's batch sampler with k = 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from hotformerloc.data.tuples import Tuples
+
+
+class PairBatchSampler(Sampler[list[int]]):
+    """Batches of positive pairs, re-drawn every epoch.
+
+    For an epoch, the elements are visited in a random order; an element already used is
+    skipped, as is one without positives (it is marked used). Otherwise it is appended
+    together with a random positive not yet used (if every positive is used: any positive,
+    which can then appear twice in the batch), and both are marked used. A batch is emitted
+    when it reaches ``batch_size``; the final partial batch is kept if it has at least
+    ``drop_small`` elements. Visiting a random permutation while skipping used elements is
+    the same as drawing a random unused element each time.
+
+    Batches (lists of local indices into the training set) are a deterministic function of
+    ``(seed, epoch)`` only: no global random state is read or changed.
+
+    Args:
+        tuples: the training tuples (only ``positives`` is used).
+        batch_size: elements per batch, even and >= 4.
+        seed: base seed.
+        drop_small: minimum size of the kept final partial batch (>= 2).
+
+    Raises:
+        ValueError: bad ``batch_size``/``drop_small``, or no element has a positive.
+    """
+
+    def __init__(self, tuples: Tuples, batch_size: int, seed: int, drop_small: int = 4) -> None:
+        if not isinstance(batch_size, int) or batch_size < 4 or batch_size % 2:
+            raise ValueError(f"batch_size must be an even int >= 4, got {batch_size!r}")
+        if not isinstance(drop_small, int) or drop_small < 2:
+            raise ValueError(f"drop_small must be an int >= 2, got {drop_small!r}")
+        if not any(len(p) for p in tuples.positives):
+            raise ValueError("PairBatchSampler: no training element has a positive")
+        self.positives = tuples.positives
+        self.batch_size = batch_size
+        self.seed = seed
+        self.drop_small = drop_small
+        self.epoch = 0
+        self.start = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch to draw; iteration begins at batch ``start`` (to resume an
+        interrupted epoch: the skipped batches are not loaded)."""
+        if epoch < 0 or start < 0:
+            raise ValueError(f"epoch and start must be >= 0, got {epoch}, {start}")
+        self.epoch = epoch
+        self.start = start
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """Every batch of ``epoch`` (cached for the last epoch asked)."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        used = np.zeros(len(self.positives), bool)
+        out: list[list[int]] = []
+        current: list[int] = []
+        for e in rng.permutation(len(self.positives)).tolist():
+            if used[e]:
+                continue
+            used[e] = True
+            pos = self.positives[e]
+            if len(pos) == 0:
+                continue
+            free = pos[~used[pos]]
+            other = int(rng.choice(free if len(free) else pos))
+            used[other] = True
+            current += [e, other]
+            if len(current) == self.batch_size:
+                out.append(current)
+                current = []
+        if len(current) >= self.drop_small:
+            out.append(current)
+        self._cache = (epoch, out)
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from (list(b) for b in self.batches(self.epoch)[self.start :])
+
+    def __len__(self) -> int:
+        """Batches that ``__iter__`` yields for the current epoch (after ``start``)."""
+        return max(len(self.batches(self.epoch)) - self.start, 0)

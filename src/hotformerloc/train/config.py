@@ -1,0 +1,151 @@
+"""Training configs as data (spec 3.4, 8.1): strict YAML <-> dataclasses.
+
+``hotformerloc train --config FILE`` reads one :class:`TrainConfig`; an unknown key or an
+impossible value is a :class:`~hotformerloc.config.ConfigError` naming the key path.
+Paper settings and the demo are packaged presets (``train/presets/*.yaml``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from hotformerloc.config import ConfigError, from_dict, load_yaml, merge, require
+from hotformerloc.data.augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Where the submaps are and how training tuples are formed.
+
+    ``root``: a benchmark folder (``hotformerloc generate`` layout); relative paths are
+    resolved against the config file's folder. ``scale`` multiplies the metric submap
+    coordinates (``1/30`` maps a 30 m-radius submap into [-1, 1]; ``null`` leaves them, for
+    clouds already normalised). Positives within ``pos_radius`` m (any source pair),
+    non-negatives within ``neg_radius`` m (spec 4.4: 15 / 60).
+    """
+
+    root: str = "runs/demo/benchmark"
+    scale: float | None = 1.0 / 30.0
+    pos_radius: float = 15.0
+    neg_radius: float = 60.0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.pos_radius > 0, "data.pos_radius must be > 0")
+        require(self.neg_radius >= self.pos_radius, "data.neg_radius must be >= pos_radius")
+        require(self.scale is None or self.scale > 0, "data.scale must be > 0 or null")
+        require(self.num_workers >= 0, "data.num_workers must be >= 0")
+
+
+@dataclass(frozen=True)
+class LossSection:
+    """Spec 3.1: ``truncated_smooth_ap`` (tau, positives_per_query) or
+    ``batch_hard_triplet`` (margin); MESA self-distillation when ``mesa > 0``."""
+
+    name: Literal["truncated_smooth_ap", "batch_hard_triplet"] = "truncated_smooth_ap"
+    tau: float = 0.01
+    positives_per_query: int = 4
+    margin: float = 0.4
+    mesa: float = 0.0
+    mesa_start_ratio: float = 0.15
+    ema_decay: float = 0.9998
+
+    def __post_init__(self) -> None:
+        require(self.tau > 0, "loss.tau must be > 0")
+        require(self.positives_per_query >= 1, "loss.positives_per_query must be >= 1")
+        require(self.mesa >= 0, "loss.mesa must be >= 0")
+        require(0 <= self.mesa_start_ratio <= 1, "loss.mesa_start_ratio must be in [0, 1]")
+        require(0 < self.ema_decay < 1, "loss.ema_decay must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (spec 3.4). ``epochs`` of pair batches of ``batch_size`` samples,
+    embedded in chunks of ``batch_split_size`` (multi-staged backprop); Adam with L2
+    ``weight_decay``; LR warm-up over ``warmup_epochs`` (factor ``max(e / warmup, 1e-3)``),
+    then ×``gamma`` at each of ``milestones`` counted *after* the warm-up (as the reference's
+    SequentialLR). Validation every ``eval_every`` epochs keeps the best checkpoint by AR@1.
+    ``time_budget_min`` > 0 stops after the first epoch that ends past the budget.
+    """
+
+    model: str = "hotformerloc-tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    batch_size: int = 64
+    batch_split_size: int = 32
+    val_batch_size: int = 32
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    milestones: list[int] = field(default_factory=lambda: [15])
+    gamma: float = 0.1
+    eval_every: int = 5
+    seed: int = 42
+    device: str = "auto"
+    time_budget_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 4 and self.batch_size % 2 == 0, "batch_size: even, >= 4")
+        require(self.batch_split_size >= 1, "batch_split_size must be >= 1")
+        require(self.val_batch_size >= 1, "val_batch_size must be >= 1")
+        require(self.epochs >= 1, "epochs must be >= 1")
+        require(self.lr > 0, "lr must be > 0")
+        require(self.weight_decay >= 0, "weight_decay must be >= 0")
+        require(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
+        require(all(m >= 1 for m in self.milestones), "milestones must be >= 1")
+        require(0 < self.gamma <= 1, "gamma must be in (0, 1]")
+        require(self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)")
+        require(self.time_budget_min >= 0, "time_budget_min must be >= 0")
+
+    def lr_factor(self, epoch: int) -> float:
+        """LR multiplier of 0-based ``epoch``: warm-up, then the step schedule."""
+        if epoch < self.warmup_epochs:
+            return max(epoch / self.warmup_epochs, 1e-3)
+        after = epoch - self.warmup_epochs
+        return self.gamma ** sum(after >= m for m in self.milestones)
+
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def train_presets() -> list[str]:
+    """Names of the packaged training configs (``demo`` and the paper settings)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a training config: a preset name (:func:`train_presets`) or a YAML file, plus
+    ``overrides``. A relative ``data.root`` that does not exist from the working directory
+    is resolved against the file's folder.
+
+    Raises:
+        ConfigError: unknown preset or file, bad YAML, unknown key or invalid value.
+    """
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        if str(path) not in train_presets():
+            raise ConfigError(
+                f"{path}: neither a config file nor a preset ({', '.join(train_presets())})"
+            )
+        p = PRESETS / f"{path}.yaml"
+    raw = merge(load_yaml(p), overrides or {})
+    cfg = from_dict(TrainConfig, raw)
+    root = Path(cfg.data.root)
+    if not root.is_absolute() and not root.exists() and (p.parent / root).exists():
+        cfg = replace(cfg, data=replace(cfg.data, root=str(p.parent / root)))
+    return cfg
+
+
+__all__ = [
+    "ConfigError",
+    "DataSection",
+    "LossSection",
+    "TrainConfig",
+    "load_train_config",
+    "train_presets",
+]

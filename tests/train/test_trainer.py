@@ -1,0 +1,134 @@
+"""Trainer: schedule, configs, exact resume after a crash, best checkpoint, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from place_bench import write_place_benchmark
+
+from hotformerloc.config import ConfigError
+from hotformerloc.data import DatasetError
+from hotformerloc.model.checkpoint import CheckpointError, load_checkpoint
+from hotformerloc.train.config import TrainConfig, load_train_config, train_presets
+from hotformerloc.train.trainer import Trainer
+
+SMALL = {
+    "model_overrides": {"grad_checkpoint": False},
+    "data": {"scale": 1.0 / 30.0, "pos_radius": 15.0, "neg_radius": 60.0},
+    "batch_size": 8,
+    "batch_split_size": 4,
+    "val_batch_size": 8,
+    "epochs": 3,
+    "lr": 0.001,
+    "warmup_epochs": 1,
+    "milestones": [1],
+    "eval_every": 1,
+    "seed": 3,
+}
+
+
+def config(root: Path, **over: object) -> TrainConfig:
+    raw = {**SMALL, **over}
+    raw["data"] = {**SMALL["data"], "root": str(root)}  # type: ignore[dict-item]
+    from hotformerloc.config import from_dict
+
+    return from_dict(TrainConfig, raw)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_place_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+def test_lr_schedule_warmup_then_relative_milestones() -> None:
+    cfg = TrainConfig(lr=1.0, warmup_epochs=5, milestones=[50], gamma=0.1)
+    assert [cfg.lr_factor(e) for e in range(6)] == [1e-3, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert cfg.lr_factor(54) == 1.0 and cfg.lr_factor(55) == pytest.approx(0.1)  # 5 + 50
+
+
+def test_presets_load_and_bad_configs(tmp_path: Path) -> None:
+    assert {"demo", "oxford", "cs-campus3d", "cs-wild-places", "wild-places"} <= set(
+        train_presets()
+    )
+    for name in train_presets():
+        load_train_config(name)
+    cs = load_train_config("cs-wild-places")
+    assert (cs.lr, cs.epochs, cs.milestones, cs.loss.mesa) == (8e-4, 100, [50], 1.0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nloss: {name: truncated_smooth_ap, tau1: 0.01}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key loss\.tau1"):
+        load_train_config(bad)
+    with pytest.raises(ConfigError, match="neither a config file nor a preset"):
+        load_train_config("no-such-preset")
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_train_config("demo", {"batch_size": 7})
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_gives_identical_weights(bench: Path, tmp_path: Path) -> None:
+    cfg = config(bench)
+    full = Trainer(cfg, tmp_path / "full").fit()
+    assert full.last_epoch == 3 and len(full.log) == 3
+
+    def crash(epoch: int, batch: int, total: int, stats: dict[str, float]) -> None:
+        if epoch == 1 and batch == 1:  # mid epoch 2: epoch 1's state is on disk
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(cfg, tmp_path / "crashed", progress=crash).fit()
+    assert not (tmp_path / "crashed" / "done.json").exists()
+    resumed = Trainer(cfg, tmp_path / "crashed").fit(resume=True)
+    assert resumed.epochs_run == 2 and resumed.last_epoch == 3
+    a = _weights(tmp_path / "full" / "last.safetensors")
+    b = _weights(tmp_path / "crashed" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in full.log] == [r["loss"] for r in resumed.log]
+    assert (tmp_path / "crashed" / "log.csv").read_text().count("\n") == 4  # header + 3
+
+
+def test_best_checkpoint_by_validation_ar1(bench: Path, tmp_path: Path) -> None:
+    scores = iter([10.0, 30.0, 20.0])
+    res = Trainer(config(bench), tmp_path / "run", validate=lambda m: {"ar1": next(scores)}).fit()
+    assert (res.best_epoch, res.best_score) == (2, 30.0)
+    assert load_checkpoint(tmp_path / "run" / "best.safetensors").extra["epoch"] == 2
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors").extra["epoch"] == 3
+
+
+def test_existing_run_resume_mismatch_and_corrupt_state(bench: Path, tmp_path: Path) -> None:
+    cfg = config(bench, epochs=1)
+    out = tmp_path / "run"
+    Trainer(cfg, out, validate=lambda m: {"ar1": 1.0}).fit()
+    before = (out / "last.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(cfg, out).fit()
+    with pytest.raises(ValueError, match="another config"):
+        Trainer(config(bench, epochs=2), out).fit(resume=True)
+    state = out / "resume.safetensors"
+    raw = bytearray(state.read_bytes())
+    raw[-10] ^= 0xFF
+    state.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Trainer(cfg, out).fit(resume=True)
+    assert (out / "last.safetensors").read_bytes() == before  # nothing overwritten
+
+
+def test_dataset_with_missing_files_is_a_clear_error(bench: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(bench, root)
+    next((root / "w" / "ground_01" / "clouds").glob("*.pcd")).unlink()
+    with pytest.raises(DatasetError, match="missing"):
+        Trainer(config(root), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
