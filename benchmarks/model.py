@@ -8,7 +8,8 @@ peak memory of a batch-1 forward, parameters, and
 
 plus the speed-up against the reference's timings (``../shared/data/reference_bench``).
 Also: a bf16 inference mode (time and cosine to fp32) and forward time against input size
-on generated synthetic submaps.
+on generated synthetic submaps (fixed scale, no per-cloud normalisation, so more points
+cover more ground and give more octree nodes).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/model.py [--threads 2] [--quick]
 """
@@ -20,6 +21,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable
@@ -57,22 +59,35 @@ def matmul_gflops() -> float:
     return 2 * 4096**3 / sec / 1e9
 
 
-def peak_rss_mb(fn: Callable[[], object]) -> float:
-    """Peak resident memory (MB) above the level before ``fn`` (Linux; nan elsewhere)."""
-    status = Path("/proc/self/status")
-    if not status.exists():
-        return float("nan")
+def _peak_worker(name: str, cloud: np.ndarray, batch: int, queue: object) -> None:
+    torch.set_num_threads(2)
+    model = create_model(name).eval()
+    with torch.inference_mode():
+        octree = model.build_octree([torch.from_numpy(cloud)] * batch)
+        before = _status_mb("VmRSS:")
+        model(octree)
+        queue.put(_status_mb("VmHWM:") - before)  # type: ignore[attr-defined]
 
-    def read(key: str) -> float:
-        for line in status.read_text().splitlines():
-            if line.startswith(key):
-                return float(line.split()[1]) / 1024
-        return float("nan")
 
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
-    before = read("VmRSS:")
-    fn()
-    return read("VmHWM:") - before
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return float(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_forward_mb(name: str, cloud: torch.Tensor, batch: int = 1) -> float:
+    """Peak resident memory (MB) of one forward above the level before it, measured in a
+    fresh process (so that no memory is already pooled); nan where /proc is absent."""
+    if not Path("/proc/self/status").exists():
+        return float("nan")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_worker, args=(name, cloud.numpy(), batch, queue))
+    proc.start()
+    value = float(queue.get(timeout=600))
+    proc.join()
+    return value
 
 
 def load_cloud(name: str) -> torch.Tensor:
@@ -89,14 +104,13 @@ def bench_variant(name: str, cloud: torch.Tensor, gflops: float, quick: bool) ->
         jitter = [cloud + 0.002 * torch.randn_like(cloud) for _ in range(8)]
         octree8 = model.build_octree([c.clamp(-0.99, 0.99) for c in jitter])
         t8 = median_time(lambda: model(octree8), repeat=2 if not quick else 1)
-        mem = peak_rss_mb(lambda: model(octree1))
     row = {
         "variant": name,
         "params_m": params / 1e6,
         "octree_ms": t_oct * 1e3,
         "fwd1_s": t1,
         "fwd8_s": t8,
-        "peak_mb": mem,
+        "peak_mb": peak_forward_mb(name, cloud),
     }
     if name in REFERENCE:
         _, gflop, ref_s, ref_oct = REFERENCE[name]
@@ -124,28 +138,31 @@ def bf16_check(cloud: torch.Tensor) -> tuple[float, float, float]:
 
 
 def scaling_clouds() -> list[torch.Tensor]:
-    """Ground submaps of growing size from the synthetic forest (1, 2, 4, 8 scans spread
-    along the route, 0.2 m voxels): more scans cover more ground, so more octree nodes."""
+    """Ground submaps of growing size from the synthetic forest: 1, 2, 4, 8 scans taken
+    12 m apart along the route (0.2 m voxels), all scaled by one fixed factor (no
+    per-cloud normalisation), so more scans cover more ground and give more octree nodes."""
     from hotformerloc.submaps import voxel_downsample
     from hotformerloc.synth.sensors import GroundLidarConfig, ground_scan
     from hotformerloc.synth.worlds import build_world
     from hotformerloc.synth.worlds.base import Epoch
 
-    world = build_world("forest", {"size_x": 240.0, "size_y": 240.0}, 0, "forest")
+    world = build_world("forest", {"size_x": 400.0, "size_y": 400.0}, 0, "forest")
     scene = world.scene(Epoch())
     route = world.route()
+    steps = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(route, axis=0), axis=1))]
     sensor = GroundLidarConfig(beams=32, columns=900)
     rng = np.random.default_rng(0)
     scans = []
     for k in range(8):
-        x, y = route[k * 6]
+        x, y = (np.interp(12.0 * k, steps, route[:, i]) for i in range(2))
         pose = np.eye(4)
         pose[:3, 3] = [x, y, float(world.ground_height(np.array([x]), np.array([y]))[0]) + 1.5]
-        scans.append(ground_scan(scene, pose, sensor, rng, max_range=40.0)[0])
+        scans.append(ground_scan(scene, pose, sensor, rng, max_range=30.0)[0])
+    centre = scans[0].mean(0)
     out = []
     for n in (1, 2, 4, 8):
-        pts = voxel_downsample(np.concatenate(scans[:n]), 0.2)
-        out.append(torch.from_numpy(pts))
+        pts = voxel_downsample(np.concatenate(scans[:n]), 0.2) - centre
+        out.append(torch.from_numpy((pts / 70.0).astype(np.float32)).clamp(-0.99, 0.99))
     return out
 
 
@@ -197,18 +214,18 @@ def main() -> None:
         f"bf16 autocast, cs-wild-places on forest_28000: fp32 {t32:.3f} s, bf16 {t16:.3f} s "
         f"(target <= 0.20 s), cosine to fp32 {cos:.5f} (target >= 0.999)"
     )
-    model = create_model("hotformerloc-cs-wild-places").eval()
+    model = create_model("hotformerloc-cs-wild-places", normalize_points=False).eval()
     base = None
-    print(f"{'points':>8}{'leaves':>8}{'fwd s':>8}{'x points':>9}{'x time':>8}")
+    print(f"{'points':>8}{'leaves':>8}{'fwd s':>8}{'x points':>9}{'x leaves':>9}{'x time':>8}")
     with torch.inference_mode():
         for cloud in scaling_clouds():
             octree = model.build_octree([cloud])
             t = median_time(lambda o=octree: model(o), repeat=3)
             leaves = octree.num_nodes(octree.depth)
-            base = base or (len(cloud), t)
+            base = base or (len(cloud), t, leaves)
             print(
                 f"{len(cloud):>8}{leaves:>8}{t:>8.3f}{len(cloud) / base[0]:>9.2f}"
-                f"{t / base[1]:>8.2f}"
+                f"{leaves / base[2]:>9.2f}{t / base[1]:>8.2f}"
             )
 
 

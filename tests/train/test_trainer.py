@@ -132,3 +132,19 @@ def test_dataset_with_missing_files_is_a_clear_error(bench: Path, tmp_path: Path
     with pytest.raises(DatasetError, match="missing"):
         Trainer(config(root), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_fit_local_two_processes_matches_single_process(bench: Path, tmp_path: Path) -> None:
+    from hotformerloc.train.trainer import fit_local
+
+    cfg = config(bench, epochs=2, model_overrides={"grad_checkpoint": False, "drop_path": 0.0})
+    single = fit_local(cfg, tmp_path / "one", nproc=1)
+    double = fit_local(cfg, tmp_path / "two", nproc=2)
+    assert double.last_epoch == single.last_epoch == 2
+    assert [r["loss"] for r in double.log] == pytest.approx([r["loss"] for r in single.log])
+    a = _weights(tmp_path / "one" / "last.safetensors")
+    b = _weights(tmp_path / "two" / "last.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    with pytest.raises(FileExistsError):
+        fit_local(cfg, tmp_path / "two", nproc=2)

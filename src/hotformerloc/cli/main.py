@@ -202,7 +202,7 @@ def demo(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
     budget: Annotated[
         float, typer.Option(help="Training time budget in minutes (stops after an epoch).")
-    ] = 10.0,
+    ] = 12.0,
     retrain: Annotated[
         bool, typer.Option(help="Train again even if the run folder has a finished model.")
     ] = False,
@@ -233,7 +233,8 @@ def run_demo(out: Path, workers: int | None, budget: float, retrain: bool) -> No
         resume = (train_dir / "resume.safetensors").exists()
         if resume:
             console.print(f"resuming the interrupted training in {train_dir}")
-        run_training(Path("demo"), train_dir, resume, overrides, None)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        run_training(Path("demo"), train_dir, resume, overrides, None, nproc=min(2, cpus))
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
     ckpt = train_dir / "best.safetensors"
@@ -275,23 +276,11 @@ def run_demo(out: Path, workers: int | None, budget: float, retrain: bool) -> No
 
 def _load_model(spec: str) -> tuple[object, str, str | None]:
     """(model in eval mode, registered name, weights SHA-256 or None when untrained)."""
-    from hotformerloc.model import create_model, list_models
-    from hotformerloc.model.checkpoint import load_checkpoint, load_weights
+    from hotformerloc.model.checkpoint import load_model
 
-    if spec in list_models():
-        return create_model(spec).eval(), spec, None
-    path = Path(spec)
-    if not path.exists() and path.suffix != ".safetensors":
-        raise UserError(
-            f"--model {spec!r} is neither a registered model ({', '.join(list_models())}) "
-            "nor a checkpoint file"
-        )
-    ck = load_checkpoint(path)
-    if ck.model not in list_models():
-        raise UserError(f"{path}: checkpoint of unknown model {ck.model!r}")
-    model = create_model(ck.model, **ck.config)
-    load_weights(model, ck, path)
-    return model.eval(), ck.model, ck.sha256
+    model, ck = load_model(spec)
+    name = spec if ck is None else ck.model
+    return model, name, None if ck is None else ck.sha256
 
 
 @app.command()
@@ -383,19 +372,25 @@ def _train_progress(bar: Progress) -> object:
 
 
 def run_training(
-    config: Path, out: Path, resume: bool, sets: dict[str, object], device: str | None
+    config: Path,
+    out: Path,
+    resume: bool,
+    sets: dict[str, object],
+    device: str | None,
+    nproc: int = 1,
 ) -> object:
     """Load the config (with overrides), train, print the log table; returns TrainResult."""
     from hotformerloc.train.config import load_train_config
-    from hotformerloc.train.trainer import Trainer
+    from hotformerloc.train.trainer import fit_local
 
     if device is not None:
         sets = {**sets, "device": device}
+    if nproc < 1:
+        raise UserError("--nproc must be >= 1")
     cfg = load_train_config(config, sets)
     bar, _ = _progress()
     with bar:
-        trainer = Trainer(cfg, out, progress=_train_progress(bar))  # type: ignore[arg-type]
-        res = trainer.fit(resume=resume)
+        res = fit_local(cfg, out, nproc, resume, progress=_train_progress(bar))  # type: ignore[arg-type]
     table = Table(title=f"training {cfg.model} -> {out}")
     keys = ["epoch", "loss", "lr", "seconds", "val_ar1", "val_g2g_ar1", "val_g2a_ar1"]
     keys = [k for k in keys if any(k in row for row in res.log)]
@@ -432,9 +427,12 @@ def train(
         typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable)."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = None,
+    nproc: Annotated[
+        int, typer.Option(help="Data-parallel processes on this machine (CPU: gloo).")
+    ] = 1,
 ) -> None:
     """Train a model (Truncated Smooth-AP, multi-staged backprop); torchrun for multi-GPU."""
-    run_training(config, out, resume, _parse_sets(set_), device)
+    run_training(config, out, resume, _parse_sets(set_), device, nproc)
 
 
 def _scale_of(ckpt_extra: dict[str, object] | None) -> float | None:
@@ -459,7 +457,7 @@ def evaluate_methods(
     from hotformerloc.eval import DescriptorRetriever
     from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
     from hotformerloc.eval.report import MethodEntry
-    from hotformerloc.model.checkpoint import load_checkpoint
+    from hotformerloc.model.checkpoint import load_model
 
     bench = Benchmark.load(data)
     dev = torch.device(
@@ -469,13 +467,13 @@ def evaluate_methods(
     bar, update = _progress()
     with bar:
         for spec in models:
-            net, name, sha = _load_model(spec)
-            extra = load_checkpoint(Path(spec)).extra if sha is not None else None
-            net = net.to(dev)  # type: ignore[attr-defined]
-            desc = embed_benchmark(net, bench, None, _scale_of(extra), batch_size)  # type: ignore[arg-type]
+            net, ck = load_model(spec)
+            net = net.to(dev)
+            scale = _scale_of(ck.extra if ck is not None else None)
+            desc = embed_benchmark(net, bench, None, scale, batch_size)  # type: ignore[arg-type]
             update(f"embedded {Path(spec).stem}", 1, 1)
             retr = DescriptorRetriever(desc)
-            label = name if sha is None else f"{name} ({Path(spec).name})"
+            label = spec if ck is None else f"{ck.model} ({Path(spec).name})"
             entries.append(MethodEntry(label, evaluate_retriever(retr, bench), retr))
         if scancontext:
             cfg = ScanContextConfig(max_radius=30.0, height_reference="min")

@@ -140,3 +140,29 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
         if own[k].shape != v.shape:
             raise CheckpointError(path, f"{k}: shape {tuple(v.shape)} != {tuple(own[k].shape)}")
     model.load_state_dict(ckpt.state_dict, strict=True)
+
+
+def load_model(spec: str | Path) -> tuple[nn.Module, Checkpoint | None]:
+    """A model in eval mode from a registered name (random weights, checkpoint None) or a
+    checkpoint file (its registered model and config, weights verified and loaded).
+
+    Raises:
+        CheckpointError: neither a registered name nor a readable checkpoint, or the
+            checkpoint's model is unknown or its weights do not match.
+    """
+    from hotformerloc.model.registry import create_model, list_models
+
+    if str(spec) in list_models():
+        return create_model(str(spec)).eval(), None
+    path = Path(spec)
+    if not path.exists() and path.suffix != ".safetensors":
+        raise CheckpointError(
+            path,
+            f"neither a registered model ({', '.join(list_models())}) nor a checkpoint file",
+        )
+    ck = load_checkpoint(path)
+    if ck.model not in list_models():
+        raise CheckpointError(path, f"checkpoint of unknown model {ck.model!r}")
+    model = create_model(ck.model, **ck.config)
+    load_weights(model, ck, path)
+    return model.eval(), ck

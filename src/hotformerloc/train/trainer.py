@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 from torch import Tensor, nn
 
@@ -309,6 +311,14 @@ class Trainer:
             extra={"data_scale": self.config.data.scale, **extra},
         )
 
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (clocks differ between processes)."""
+        if not self.ddp.active:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(t, src=0)
+        return bool(t.item())
+
     # ------------------------------------------------------------------ training
     def train_epoch(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """One epoch of multi-staged backprop steps; returns mean loss statistics."""
@@ -400,18 +410,19 @@ class Trainer:
             # stop when another epoch like this one would end past the budget
             elapsed_min = (time.monotonic() - t_start) / 60
             epoch_min = (time.monotonic() - t0) / 60
-            stopped = (
+            stopped = self._agree(
                 cfg.time_budget_min > 0
                 and not last
                 and elapsed_min + epoch_min > cfg.time_budget_min
             )
-            if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or last or stopped:
+            validate = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or last or stopped
+            if validate and self.is_main:  # other ranks go on to the next collective
                 self.model.eval()
                 with torch.inference_mode():
                     metrics = self.validate(self.model)
                 row.update({f"val_{k}": round(v, 4) for k, v in metrics.items()})
                 score = metrics.get("ar1", math.nan)
-                if self.is_main and (best_score is None or score > best_score):
+                if best_score is None or score > best_score:
                     best_score, best_epoch = score, epoch + 1
                     self._checkpoint("best.safetensors", {"epoch": epoch + 1, "val": metrics})
             log.append(row)
@@ -449,6 +460,89 @@ class Trainer:
         return result
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rank_main(
+    rank: int, env: dict[str, str], threads: int, config: TrainConfig, out: str, resume: bool
+) -> None:
+    """A spawned rank of :func:`fit_local`."""
+    os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    try:
+        Trainer(config, out).fit(resume=resume)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def fit_local(
+    config: TrainConfig,
+    out_dir: str | Path,
+    nproc: int = 1,
+    resume: bool = False,
+    progress: Callable[[int, int, int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train with ``nproc`` data-parallel processes on this machine (gloo on CPU).
+
+    This process is rank 0 (progress, validation, files); ranks 1..nproc-1 are spawned.
+    Each rank gets ``cpus // nproc`` threads: on a small CPU, N single-thread ranks
+    process about N times the samples of one N-thread process (benchmarks/train.py).
+    ``nproc`` 1 is a plain :class:`Trainer` run.
+    """
+    if nproc <= 1:
+        return Trainer(config, out_dir, progress=progress).fit(resume=resume)
+    out = Path(out_dir)
+    if not resume and (out / "resume.safetensors").exists():
+        raise FileExistsError(
+            f"{out}: already holds a training run; use --resume to continue it or choose "
+            "another output folder"
+        )
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cpus or 1) // nproc)
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(nproc),
+    }
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_rank_main, args=(r, env, threads, config, str(out), resume), daemon=True
+        )
+        for r in range(1, nproc)
+    ]
+    saved_env = {k: os.environ.get(k) for k in (*env, "RANK", "LOCAL_RANK")}
+    saved_threads = torch.get_num_threads()
+    for p in procs:
+        p.start()
+    try:
+        os.environ.update(env, RANK="0", LOCAL_RANK="0")
+        torch.set_num_threads(threads)
+        result = Trainer(config, out, progress=progress).fit(resume=resume)
+        for p in procs:
+            p.join(timeout=120)
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"training rank processes failed (exit codes {failed})")
+        return result
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        torch.set_num_threads(saved_threads)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _make_loss(cfg: TrainConfig) -> LossFn:
     lc = cfg.loss
     if lc.name == "truncated_smooth_ap":
@@ -462,6 +556,7 @@ __all__ = [
     "Distributed",
     "TrainResult",
     "Trainer",
+    "fit_local",
     "multistage_step",
     "select_device",
 ]
