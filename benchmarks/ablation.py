@@ -37,7 +37,7 @@ from hotformerloc.train.trainer import fit_local
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "relay tokens off": {"disable_rt": True},
-    "GeM pooling": {"pooling": "gem"},
+    "GeM pooling": {"pooling": "gem", "output_dim": 64},  # GeM: descriptor = channels[1]
     "cylindrical": {"coordinates": "cylindrical"},
 }
 
@@ -46,13 +46,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--bench", type=Path, default=None, help="use this benchmark folder")
     ap.add_argument("--budget", type=float, default=6.0, help="training minutes per variant")
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--nproc", type=int, default=2, help="data-parallel training processes")
     args = ap.parse_args()
-    bench_dir = args.out / "benchmark"
+    bench_dir = args.bench or args.out / "benchmark"
     t0 = time.perf_counter()
-    generate(load_generator_config(args.preset, None, None), bench_dir, workers_default())
+    if args.bench is None:
+        generate(load_generator_config(args.preset, None, None), bench_dir, workers_default())
     print(f"benchmark {bench_dir} ready in {time.perf_counter() - t0:.0f} s")
     bench = Benchmark.load(bench_dir)
     only = [v.strip() for v in args.only.split(",") if v.strip()]

@@ -489,8 +489,8 @@ def fit_local(
     """Train with ``nproc`` data-parallel processes on this machine (gloo on CPU).
 
     This process is rank 0 (progress, validation, files); ranks 1..nproc-1 are spawned.
-    Each rank gets ``cpus // nproc`` threads: on a small CPU, N single-thread ranks
-    process about N times the samples of one N-thread process (benchmarks/train.py).
+    Each rank gets ``cpus // nproc`` threads: on a small CPU, single-thread ranks use the
+    cores better than one multi-thread process (``docs/training.md``).
     ``nproc`` 1 is a plain :class:`Trainer` run.
     """
     if nproc <= 1:
