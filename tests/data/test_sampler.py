@@ -95,3 +95,22 @@ def test_bad_arguments() -> None:
     lonely = Tuples([np.zeros(0, np.int64)] * 3, [np.array([i]) for i in range(3)])
     with pytest.raises(ValueError, match="no training element has a positive"):
         PairBatchSampler(lonely, 4, seed=0)
+
+
+def test_group_batches_hold_one_group_and_one_group_is_the_plain_sampler() -> None:
+    n = 80
+    xy = np.zeros((n, 2))
+    xy[:, 0] = np.arange(n) % 40  # two groups on the same coordinates
+    groups = np.array(["a"] * 40 + ["b"] * 40)
+    t = build_tuples(xy, groups, 1.5, 3.0)
+    s = PairBatchSampler(t, 8, seed=2, groups=groups)
+    batches = s.batches(0)
+    assert set().union(*batches) == set(range(n))  # every element drawn (repeats allowed)
+    assert all(len({groups[i] for i in b}) == 1 for b in batches)
+    assert {groups[b[0]] for b in batches} == {"a", "b"}
+    plain = PairBatchSampler(t, 8, seed=2)
+    assert any(len({groups[i] for i in b}) == 2 for b in plain.batches(0))  # mixed without
+    one = PairBatchSampler(t, 8, seed=2, groups=np.zeros(n))
+    assert one.batches(0) == plain.batches(0)
+    with pytest.raises(ValueError, match="labels"):
+        PairBatchSampler(t, 8, seed=2, groups=np.zeros(3))

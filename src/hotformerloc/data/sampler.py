@@ -24,24 +24,41 @@ class PairBatchSampler(Sampler[list[int]]):
     Batches (lists of local indices into the training set) are a deterministic function of
     ``(seed, epoch)`` only: no global random state is read or changed.
 
+    With ``groups`` (e.g. the world of each element; positives must lie in their anchor's
+    group, as :func:`build_tuples` guarantees) every batch holds one group only: the same
+    walk fills one batch per group. An option, off in the reference: with mixed batches of
+    unrelated worlds, half the negatives are trivially easy.
+
     Args:
         tuples: the training tuples (only ``positives`` is used).
         batch_size: elements per batch, even and >= 4.
         seed: base seed.
         drop_small: minimum size of the kept final partial batch (>= 2).
+        groups: optional (N,) group label of each element.
 
     Raises:
         ValueError: bad ``batch_size``/``drop_small``, or no element has a positive.
     """
 
-    def __init__(self, tuples: Tuples, batch_size: int, seed: int, drop_small: int = 4) -> None:
+    def __init__(
+        self,
+        tuples: Tuples,
+        batch_size: int,
+        seed: int,
+        drop_small: int = 4,
+        groups: np.ndarray | None = None,
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 4 or batch_size % 2:
             raise ValueError(f"batch_size must be an even int >= 4, got {batch_size!r}")
         if not isinstance(drop_small, int) or drop_small < 2:
             raise ValueError(f"drop_small must be an int >= 2, got {drop_small!r}")
         if not any(len(p) for p in tuples.positives):
             raise ValueError("PairBatchSampler: no training element has a positive")
+        if groups is not None and len(groups) != len(tuples.positives):
+            n = len(tuples.positives)
+            raise ValueError(f"groups has {len(groups)} labels for {n} elements")
         self.positives = tuples.positives
+        self.groups = None if groups is None else np.asarray(groups)
         self.batch_size = batch_size
         self.seed = seed
         self.drop_small = drop_small
@@ -64,7 +81,7 @@ class PairBatchSampler(Sampler[list[int]]):
         rng = np.random.default_rng([self.seed, epoch])
         used = np.zeros(len(self.positives), bool)
         out: list[list[int]] = []
-        current: list[int] = []
+        currents: dict[object, list[int]] = {}
         for e in rng.permutation(len(self.positives)).tolist():
             if used[e]:
                 continue
@@ -75,12 +92,13 @@ class PairBatchSampler(Sampler[list[int]]):
             free = pos[~used[pos]]
             other = int(rng.choice(free if len(free) else pos))
             used[other] = True
+            key = 0 if self.groups is None else self.groups[e].item()
+            current = currents.setdefault(key, [])
             current += [e, other]
             if len(current) == self.batch_size:
                 out.append(current)
-                current = []
-        if len(current) >= self.drop_small:
-            out.append(current)
+                currents[key] = []
+        out.extend(c for c in currents.values() if len(c) >= self.drop_small)
         self._cache = (epoch, out)
         return out
 

@@ -23,7 +23,9 @@ class DataSection:
     resolved against the config file's folder. ``scale`` multiplies the metric submap
     coordinates (``1/30`` maps a 30 m-radius submap into [-1, 1]; ``null`` leaves them, for
     clouds already normalised). Positives within ``pos_radius`` m (any source pair),
-    non-negatives within ``neg_radius`` m (spec 4.4: 15 / 60).
+    non-negatives within ``neg_radius`` m (spec 4.4: 15 / 60). ``group_batches``: every
+    batch from one world (not in the reference; see
+    :class:`~hotformerloc.data.PairBatchSampler`).
     """
 
     root: str = "runs/demo/benchmark"
@@ -31,6 +33,7 @@ class DataSection:
     pos_radius: float = 15.0
     neg_radius: float = 60.0
     num_workers: int = 0
+    group_batches: bool = False
 
     def __post_init__(self) -> None:
         require(self.pos_radius > 0, "data.pos_radius must be > 0")

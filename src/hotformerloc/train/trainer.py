@@ -243,7 +243,12 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.ema = ModelEma(self.model, config.loss.ema_decay) if config.loss.mesa > 0 else None
-        self.sampler = PairBatchSampler(self.tuples, config.batch_size, seed=config.seed)
+        self.sampler = PairBatchSampler(
+            self.tuples,
+            config.batch_size,
+            seed=config.seed,
+            groups=self.benchmark.world[self.train_index] if config.data.group_batches else None,
+        )
         chunk = min(config.batch_split_size, max(1, config.batch_size // self.ddp.world_size))
         self.collate = Collate(
             self.model.config, self.tuples, config.augment, chunk, seed=config.seed
