@@ -5,7 +5,9 @@ Variants (model overrides of the demo training config): the base model; relay to
 Cartesian octree coordinates. Each is trained for ``--budget`` minutes (same seed, same
 batches), its best checkpoint is evaluated ground-to-ground and ground-to-aerial, and a
 markdown table is printed (and written to ``<out>/ablation.md`` / ``ablation.json``).
-Training uses the `demo` preset (hotformerloc-tiny) on ``--nproc`` data-parallel processes.
+Training uses the `demo` preset (hotformerloc-tiny) with one world per batch
+(``data.group_batches``) on ``--nproc`` data-parallel processes; the reported model is the
+last one (no checkpoint selection on the test queries).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/ablation.py --out runs/ablation \
         [--budget 6] [--preset small] [--only base,gem]
@@ -66,9 +68,9 @@ def main() -> None:
         cfg = load_train_config(
             "demo",
             {
-                "data": {"root": str(bench_dir)},
                 "time_budget_min": args.budget,
                 "eval_every": 0,  # validate once, at the end: the budget is for training
+                "data": {"root": str(bench_dir), "group_batches": True},  # steadier g2g
                 "model_overrides": {"grad_checkpoint": False, **overrides},
             },
         )

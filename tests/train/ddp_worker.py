@@ -27,16 +27,25 @@ def batch(seed: int) -> tuple[list, list[slice], torch.Tensor, torch.Tensor]:
     return octrees, chunks, pos, ~same
 
 
-def train(rank: int, world: int, steps: int, out: str, port: int) -> None:
-    """``steps`` Adam steps of the tiny model; saves the final weights to ``out``."""
+def train(
+    rank: int, world: int, steps: int, out: str, port: int, overrides: dict | None = None
+) -> None:
+    """``steps`` Adam steps of the tiny model (with ``overrides``); saves the final weights
+    to ``out``."""
     torch.set_num_threads(1)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = create_model("hotformerloc-tiny", drop_path=0.0)
+    model = create_model("hotformerloc-tiny", drop_path=0.0, **(overrides or {}))
     ddp = Distributed(rank, world)
-    wrapped: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    wrapped: nn.Module = (
+        nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=model.config.pooling == "gem"
+        )
+        if world > 1
+        else model
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = build_loss("truncated_smooth_ap")
     model.train()

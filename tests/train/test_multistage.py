@@ -53,15 +53,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_ddp_two_processes_gloo_replicas_identical_and_equal_single(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"pooling": "gem", "output_dim": 64}],  # GeM: some parameters get no gradient
+    ids=["pyramid_attn", "gem"],
+)
+def test_ddp_two_processes_gloo_replicas_identical_and_equal_single(
+    tmp_path, overrides: dict
+) -> None:
     steps = 2
     out = str(tmp_path / "w")
-    mp.spawn(train, args=(2, steps, out, _free_port()), nprocs=2, join=True)
-    train(0, 1, steps, str(tmp_path / "single"), 0)
+    mp.spawn(train, args=(2, steps, out, _free_port(), overrides), nprocs=2, join=True)
+    train(0, 1, steps, str(tmp_path / "single"), 0, overrides)
     r0 = torch.load(f"{out}.0", weights_only=True)
     r1 = torch.load(f"{out}.1", weights_only=True)
     single = torch.load(str(tmp_path / "single.0"), weights_only=True)
-    init = create_model("hotformerloc-tiny", drop_path=0.0).state_dict()
+    torch.manual_seed(0)  # the workers' initialisation
+    init = create_model("hotformerloc-tiny", drop_path=0.0, **overrides).state_dict()
     moved = 0
     for k in r0:
         assert torch.equal(r0[k], r1[k]), f"replicas differ at {k}"

@@ -397,7 +397,11 @@ class Trainer:
         model: nn.Module = self.model
         if self.ddp.active:
             model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # GeM pooling reads the finest level only: the coarse levels' last H-OSA
+                # blocks get no gradient
+                find_unused_parameters=self.model.config.pooling == "gem",
             )
         t_start = time.monotonic()
         stopped = False
