@@ -233,8 +233,10 @@ def run_demo(out: Path, workers: int | None, budget: float, retrain: bool) -> No
         resume = (train_dir / "resume.safetensors").exists()
         if resume:
             console.print(f"resuming the interrupted training in {train_dir}")
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        run_training(Path("demo"), train_dir, resume, overrides, None, nproc=min(2, cpus))
+        from hotformerloc.synth.generate import workers_default
+
+        nproc = min(2, workers_default())  # the CPUs this process may use
+        run_training(Path("demo"), train_dir, resume, overrides, None, nproc=nproc)
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
     ckpt = train_dir / "best.safetensors"

@@ -10,7 +10,6 @@ exactly (batches and augmentations are functions of (seed, epoch, batch)).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,8 +108,3 @@ def load_state(path: str | Path) -> TrainState:
         rng=groups["rng"],
         meta=run_meta,
     )
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

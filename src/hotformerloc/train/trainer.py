@@ -26,6 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +113,7 @@ def multistage_step(
     module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if len(chunks) == 1 and not ddp.active:  # one chunk: a plain forward/backward is the same
         emb = model(octrees[0])
-        out = loss_fn(emb, positives, negatives)
-        total = out.loss
-        if teacher is not None and mesa_weight > 0:
-            with torch.no_grad():
-                t = teacher(octrees[0])
-            total = total + mesa_weight * mesa_loss(emb, t)
-            out.stats["mesa"] = float(total.detach() - out.loss.detach())
+        out, total = _loss(emb, octrees, positives, negatives, loss_fn, teacher, mesa_weight)
         total.backward()
         return out, emb.detach()
     mine = [i for i in range(len(chunks)) if i % ddp.world_size == ddp.rank]
@@ -132,18 +127,12 @@ def multistage_step(
     )
     emb = emb.detach().requires_grad_(True)
     with torch.enable_grad():
-        out = loss_fn(emb, positives, negatives)
-        total = out.loss
-        if teacher is not None and mesa_weight > 0:
-            with torch.no_grad():
-                t = torch.cat([teacher(o) for o in octrees])
-            total = total + mesa_weight * mesa_loss(emb, t)
-            out.stats["mesa"] = float(total.detach() - out.loss.detach())
+        out, total = _loss(emb, octrees, positives, negatives, loss_fn, teacher, mesa_weight)
         (grad,) = torch.autograd.grad(total, emb)
     scale = float(ddp.world_size)  # DDP averages gradients over ranks; we need their sum
     for n, i in enumerate(mine):
         last = n == len(mine) - 1
-        sync = model.no_sync() if (ddp.active and not last) else _null()
+        sync = model.no_sync() if (ddp.active and not last) else nullcontext()
         with sync:
             e = model(octrees[i])
             e.backward(grad[chunks[i]] * scale)
@@ -152,12 +141,25 @@ def multistage_step(
     return out, emb.detach()
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _loss(
+    emb: Tensor,
+    octrees: Sequence[Octree],
+    positives: Tensor,
+    negatives: Tensor,
+    loss_fn: LossFn,
+    teacher: nn.Module | None,
+    mesa_weight: float,
+) -> tuple[LossOutput, Tensor]:
+    """The loss on the (B, D) embeddings, plus MESA against ``teacher``'s embeddings of the
+    same octrees when ``mesa_weight`` > 0; returns (loss output, total to differentiate)."""
+    out = loss_fn(emb, positives, negatives)
+    total = out.loss
+    if teacher is not None and mesa_weight > 0:
+        with torch.no_grad():
+            t = torch.cat([teacher(o) for o in octrees])
+        total = total + mesa_weight * mesa_loss(emb, t)
+        out.stats["mesa"] = float(total.detach() - out.loss.detach())
+    return out, total
 
 
 def _gather_chunks(
