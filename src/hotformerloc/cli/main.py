@@ -519,8 +519,20 @@ def eval_(
         console.print(format_table(entries))  # type: ignore[arg-type]
 
 
+def _register_groups() -> None:
+    from hotformerloc.cli.dataset import dataset_app
+    from hotformerloc.cli.db import db_app
+
+    app.add_typer(dataset_app, name="dataset")
+    app.add_typer(db_app, name="db")
+
+
+_register_groups()
+
+
 def entrypoint() -> None:
     """Console-script entry: user errors become one clear line and exit code 2."""
+    from hotformerloc.cli import dataset, db
     from hotformerloc.config import ConfigError
     from hotformerloc.data import DatasetError
     from hotformerloc.eval import EvaluationError
@@ -537,6 +549,8 @@ def entrypoint() -> None:
         EvaluationError,
         FileExistsError,
         UserError,
+        *dataset.USER_ERRORS,
+        *db.USER_ERRORS,
     )
     try:
         app(standalone_mode=False)
