@@ -97,6 +97,41 @@ def test_resume_after_crash_gives_identical_weights(bench: Path, tmp_path: Path)
     assert (tmp_path / "crashed" / "log.csv").read_text().count("\n") == 4  # header + 3
 
 
+def test_weights_ema_is_the_reference_average_and_resumes_exactly(
+    bench: Path, tmp_path: Path
+) -> None:
+    cfg = config(bench, weights_ema=0.9, epochs=2)
+    trainer = Trainer(cfg, tmp_path / "full", validate=lambda m: {"ar1": 1.0})
+    ref = {k: v.clone().double() for k, v in trainer.model.state_dict().items()}
+    steps = 0
+
+    def track(epoch: int, batch: int, total: int, stats: dict[str, float]) -> None:
+        nonlocal steps
+        steps += 1
+        d = min(0.9, (1 + steps) / (10 + steps))
+        for k, v in trainer.model.state_dict().items():
+            ref[k] = d * ref[k] + (1 - d) * v.double() if v.is_floating_point() else v.double()
+
+    trainer.progress = track
+    trainer.fit()
+    saved = _weights(tmp_path / "full" / "last.safetensors")
+    raw = trainer.model.state_dict()
+    assert any(not torch.allclose(saved[k], raw[k]) for k in saved)  # not the raw weights
+    for k, v in saved.items():
+        torch.testing.assert_close(v.double(), ref[k], rtol=1e-5, atol=1e-6, msg=k)
+
+    def crash(epoch: int, batch: int, total: int, stats: dict[str, float]) -> None:
+        if epoch == 1 and batch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(cfg, tmp_path / "crashed", validate=lambda m: {"ar1": 1.0}, progress=crash).fit()
+    Trainer(cfg, tmp_path / "crashed", validate=lambda m: {"ar1": 1.0}).fit(resume=True)
+    resumed = _weights(tmp_path / "crashed" / "last.safetensors")
+    for k in saved:
+        assert torch.equal(saved[k], resumed[k]), k
+
+
 def test_best_checkpoint_by_validation_ar1(bench: Path, tmp_path: Path) -> None:
     scores = iter([10.0, 30.0, 20.0])
     res = Trainer(config(bench), tmp_path / "run", validate=lambda m: {"ar1": next(scores)}).fit()

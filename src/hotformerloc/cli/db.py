@@ -2,9 +2,301 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from hotformerloc.index.database import DatabaseError
+from hotformerloc.index.search import SearchError
 
 db_app = typer.Typer(help="Build and inspect a place database.", no_args_is_help=True)
 
 #: Exception classes of this command group that are user errors (one line, exit 2).
-USER_ERRORS: tuple[type[Exception], ...] = ()
+USER_ERRORS: tuple[type[Exception], ...] = (DatabaseError, SearchError)
+
+console = Console()
+err = Console(stderr=True)
+
+SourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        help="Benchmark: index only this source. Plain folder: the clouds' source "
+        "(default ground).",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Clouds per forward pass.")]
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown from the first update on (an error before it prints
+    only the error line)."""
+    bar = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    task: TaskID | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
+
+
+def _untrained_note(embedder: Any) -> None:
+    from hotformerloc.model.registry import list_models
+
+    if embedder.info.spec in list_models():
+        err.print(
+            f"[yellow]note:[/yellow] {embedder.info.name} has untrained weights (seed 0): "
+            "descriptors are reproducible but not meaningful"
+        )
+
+
+@db_app.command()
+def build(
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name or checkpoint.")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New database folder.")],
+    source: SourceOpt = None,
+    world: Annotated[
+        str | None, typer.Option(help="Plain folder: map name (default: folder name).")
+    ] = None,
+    sequence: Annotated[
+        str | None, typer.Option(help="Plain folder: sequence name (default: folder name).")
+    ] = None,
+    batch: BatchOpt = 8,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Embed every cloud of DIR with the model and write a new database (never overwrites)."""
+    from hotformerloc.index.database import DatabaseExistsError
+    from hotformerloc.index.pipeline import build_database, load_embedder, scan_places
+
+    if out.exists():
+        raise DatabaseExistsError(f"{out}: already exists (refusing to overwrite it)")
+    entries = scan_places(data, source, world, sequence)
+    embedder = load_embedder(model, device)
+    _untrained_note(embedder)
+    with _progress("embedding") as update:
+        db = build_database(out, embedder, entries, batch, update)
+    console.print(
+        f"{len(db)} places ({db.dim}-d, {db.model.name}) -> {out}", soft_wrap=True, highlight=False
+    )
+
+
+@db_app.command()
+def add(
+    db: Annotated[Path, typer.Option("--db", help="Database folder.")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
+    ],
+    source: SourceOpt = None,
+    world: Annotated[
+        str | None, typer.Option(help="Plain folder: map name (default: folder name).")
+    ] = None,
+    sequence: Annotated[
+        str | None, typer.Option(help="Plain folder: sequence name (default: folder name).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="The database's model from another location."),
+    ] = None,
+    batch: BatchOpt = 8,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Append the clouds of DIR to a database, with the model it was built with."""
+    from hotformerloc.index.database import PlaceDatabase
+    from hotformerloc.index.pipeline import add_places, database_embedder, scan_places
+
+    pdb = PlaceDatabase.open(db)
+    embedder = database_embedder(pdb, model, device)
+    entries = scan_places(data, source, world, sequence)
+    with _progress("embedding") as update:
+        n = add_places(pdb, embedder, entries, batch, update)
+    console.print(f"{n} places added; {len(pdb)} in {db}", soft_wrap=True, highlight=False)
+
+
+@db_app.command()
+def info(
+    db: Annotated[Path, typer.Argument(help="Database folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Schema, counts by source and sequence, and a full checksum verification."""
+    from hotformerloc.index.database import DatabaseCorruptError, PlaceDatabase
+
+    pdb = PlaceDatabase.open(db, verify=False)
+    s = pdb.schema
+    try:
+        pdb.verify()
+        status = "ok (every file's SHA-256 and the descriptor checksum match)"
+        problem: DatabaseCorruptError | None = None
+    except DatabaseCorruptError as e:
+        status, problem = f"FAILED: {e}", e
+    data = {
+        "path": str(db),
+        "format_version": s.format_version,
+        "dim": s.dim,
+        "metric": s.metric,
+        "model": s.model.to_dict(),
+        "count": s.count,
+        "descriptors_sha256": s.descriptors_sha256,
+        "generation": s.generation,
+        "created": s.created,
+        "updated": s.updated,
+        "counts": pdb.counts(),
+        "checksums": status,
+    }
+    if as_json:
+        print(json.dumps(data))
+    else:
+        table = Table(title=f"place database {db}", show_header=False)
+        for key in ("format_version", "dim", "metric", "count", "generation", "created"):
+            table.add_row(key, str(data[key]))
+        table.add_row("updated", s.updated)
+        table.add_row("model", f"{s.model.name} ({s.model.spec})")
+        table.add_row("weights sha256", s.model.weights_sha256)
+        table.add_row("data scale", str(s.model.data_scale))
+        table.add_row("descriptors sha256", s.descriptors_sha256)
+        table.add_row("checksums", status)
+        console.print(table)
+        counts = Table(title="entries")
+        for col in ("by", "value", "entries"):
+            counts.add_column(col)
+        for by, tally in data["counts"].items():
+            for value, n in tally.items():
+                counts.add_row(by, value, str(n))
+        console.print(counts)
+    if problem is not None:
+        raise problem
+
+
+def _floats(text: str, n: int, option: str) -> list[float]:
+    from hotformerloc.index.search import SearchError
+
+    parts = text.split(",")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) != n:
+        raise SearchError(f"{option} {text!r}: expected {n} comma-separated numbers")
+    return vals
+
+
+def query(
+    scans: Annotated[list[Path], typer.Argument(help="Query point-cloud files.")],
+    db: Annotated[Path, typer.Option("--db", help="Database folder.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per scan.")] = 5,
+    rerank: Annotated[
+        bool, typer.Option("--rerank", help="Re-rank by geometric verification (with pose).")
+    ] = False,
+    source: Annotated[
+        str | None, typer.Option(help="Only places of this source (ground, aerial).")
+    ] = None,
+    world: Annotated[str | None, typer.Option(help="Only places of this map.")] = None,
+    sequence: Annotated[str | None, typer.Option(help="Only places of this sequence.")] = None,
+    near: Annotated[
+        str | None, typer.Option(help="Only places within X,Y,R (m) in map xy.")
+    ] = None,
+    box: Annotated[
+        str | None, typer.Option(help="Only places inside XMIN,YMIN,XMAX,YMAX (m) in map xy.")
+    ] = None,
+    index: Annotated[str, typer.Option(help="auto, exact, hnsw or ivf.")] = "auto",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="The database's model from another location."),
+    ] = None,
+    device: DeviceOpt = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")] = False,
+) -> None:
+    """Where was each scan taken? Top-k places of the database, optionally re-ranked."""
+    from hotformerloc.index.pipeline import Localizer
+    from hotformerloc.index.search import Box, Circle, SearchError, SearchFilter
+
+    if top_k < 1:
+        raise SearchError(f"--top-k must be >= 1, got {top_k}")
+    if near is not None and box is not None:
+        raise SearchError("give --near or --box, not both")
+    region = (
+        Circle(*_floats(near, 3, "--near"))
+        if near is not None
+        else Box(*_floats(box, 4, "--box"))
+        if box is not None
+        else None
+    )
+    where = SearchFilter(source=source, world=world, sequence=sequence, region=region)
+    loc = Localizer.open(db, model, device, index=index)
+    results = [loc.query_file(s, top_k, where, rerank) for s in scans]
+    if as_json:
+        out = {
+            "database": str(db),
+            "model": loc.db.model.name,
+            "results": [r.to_dict() for r in results],
+        }
+        print(json.dumps(out, allow_nan=False))
+        return
+    for r in results:
+        t = r.timings
+        title = f"{r.query}: embed {t.embed_s * 1e3:.0f} ms, search {t.search_s * 1e3:.1f} ms" + (
+            f", re-rank {t.rerank_s * 1e3:.0f} ms" if rerank else ""
+        )
+        table = Table(title=title)
+        cols = ["rank", "id", "distance", "source", "x", "y"]
+        if rerank:
+            cols += ["fitness", "rmse (m)", "yaw (deg)", "map x", "map y"]
+        for c in cols:
+            table.add_column(c, overflow="fold")
+        for c in r.candidates:
+            pose = c.metadata.pose
+            row = [
+                str(c.rank),
+                c.id,
+                f"{c.distance:.4f}",
+                c.metadata.source,
+                "-" if pose is None else f"{pose[0, 3]:.1f}",
+                "-" if pose is None else f"{pose[1, 3]:.1f}",
+            ]
+            if rerank:
+                v, mp = c.verification, c.map_pose
+                assert v is not None
+                row += [
+                    f"{v.fitness:.3f}",
+                    f"{v.rmse:.3f}",
+                    f"{v.yaw_deg:.1f}",
+                    "-" if mp is None else f"{mp[0, 3]:.1f}",
+                    "-" if mp is None else f"{mp[1, 3]:.1f}",
+                ]
+            table.add_row(*row)
+        if not r.candidates:
+            console.print(f"{r.query}: no place passes the filters")
+        else:
+            console.print(table)

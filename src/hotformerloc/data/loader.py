@@ -35,9 +35,17 @@ class SubmapDataset(Dataset[Tensor]):
         scale: multiply the metric cloud by this (> 0), e.g. 1/30 maps a 30 m-radius submap
             into [-1, 1]; ``None`` keeps metres. Irrelevant when the model config
             bounding-box normalises (the normalisation is scale-invariant).
+        yaw_deg: rotate every cloud by this angle (degrees, counter-clockwise) about the
+            z axis of its submap frame (test-time rotation views; 0 = as stored).
     """
 
-    def __init__(self, benchmark: Benchmark, indices: np.ndarray, scale: float | None) -> None:
+    def __init__(
+        self,
+        benchmark: Benchmark,
+        indices: np.ndarray,
+        scale: float | None,
+        yaw_deg: float = 0.0,
+    ) -> None:
         indices = np.asarray(indices, np.int64)
         n = len(benchmark)
         if indices.ndim != 1 or (len(indices) and not 0 <= indices.min() <= indices.max() < n):
@@ -47,6 +55,10 @@ class SubmapDataset(Dataset[Tensor]):
         self.benchmark = benchmark
         self.indices = indices
         self.scale = scale
+        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+        self.rotation = (
+            None if yaw_deg % 360 == 0 else np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32)
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -58,6 +70,8 @@ class SubmapDataset(Dataset[Tensor]):
         xyz = self.benchmark.load_cloud(int(self.indices[j]))
         if self.scale is not None:
             xyz = xyz * np.float32(self.scale)
+        if self.rotation is not None:
+            xyz = xyz @ self.rotation.T
         return torch.from_numpy(np.ascontiguousarray(xyz, np.float32))
 
 

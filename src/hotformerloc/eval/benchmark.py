@@ -128,23 +128,35 @@ def embed_benchmark(
     scale: float | None = 1.0 / 30.0,
     batch_size: int = 32,
     num_workers: int = 0,
+    yaw_views: int = 1,
 ) -> np.ndarray:
-    """(len(indices), D) float32 descriptors of ``bench``'s submaps (all by default), in
-    eval mode without gradients, on the model's device."""
+    """(len(indices), D) float32 unit descriptors of ``bench``'s submaps (all by default),
+    in eval mode without gradients, on the model's device.
+
+    ``yaw_views`` > 1 embeds each cloud rotated about z by ``360° · v / yaw_views``
+    (v = 0 … yaw_views − 1) and returns the L2-normalised mean descriptor: a test-time
+    rotation average that trades ``yaw_views``× the time for less yaw sensitivity.
+    """
+    if not isinstance(yaw_views, int) or yaw_views < 1:
+        raise ValueError(f"yaw_views must be an int >= 1, got {yaw_views!r}")
     idx = np.arange(len(bench)) if indices is None else np.asarray(indices, np.int64)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
-    loader = embedding_loader(
-        SubmapDataset(bench, idx, scale), model.config, batch_size, num_workers
-    )
+    total = torch.zeros(len(idx), model.config.output_dim)
     with torch.inference_mode():
-        for batch in loader:
-            batch = batch.to(device)
-            out.extend(model(o).float().cpu() for o in batch.octrees)
+        for v in range(yaw_views):
+            data = SubmapDataset(bench, idx, scale, yaw_deg=360.0 * v / yaw_views)
+            out = []
+            for batch in embedding_loader(data, model.config, batch_size, num_workers):
+                batch = batch.to(device)
+                out.extend(model(o).float().cpu() for o in batch.octrees)
+            if out:
+                total += torch.cat(out)
     model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, model.config.output_dim), np.float32)
+    if yaw_views > 1:
+        total = torch.nn.functional.normalize(total, dim=1)
+    return total.numpy()
 
 
 def evaluate_model(
@@ -154,7 +166,9 @@ def evaluate_model(
     batch_size: int = 32,
     num_workers: int = 0,
     config: BenchmarkEvalConfig | None = None,
+    yaw_views: int = 1,
 ) -> BenchmarkResult:
-    """Embed every submap of ``bench`` with ``model`` and score both protocols."""
-    desc = embed_benchmark(model, bench, None, scale, batch_size, num_workers)
+    """Embed every submap of ``bench`` with ``model`` (``yaw_views``: see
+    :func:`embed_benchmark`) and score both protocols."""
+    desc = embed_benchmark(model, bench, None, scale, batch_size, num_workers, yaw_views)
     return evaluate_retriever(DescriptorRetriever(desc), bench, config)

@@ -71,6 +71,9 @@ class TrainConfig:
     then ×``gamma`` at each of ``milestones`` counted *after* the warm-up (as the reference's
     SequentialLR). Validation every ``eval_every`` epochs keeps the best checkpoint by AR@1.
     ``time_budget_min`` > 0 stops after the first epoch that ends past the budget.
+    ``weights_ema`` in (0, 1) keeps an exponential moving average of the weights (decay
+    ``min(weights_ema, (1 + t) / (10 + t))`` at step ``t``): it is what gets validated and
+    saved as ``best``/``last``; 0 validates and saves the raw weights.
     """
 
     model: str = "hotformerloc-tiny"
@@ -91,6 +94,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     time_budget_min: float = 0.0
+    weights_ema: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 4 and self.batch_size % 2 == 0, "batch_size: even, >= 4")
@@ -104,6 +108,7 @@ class TrainConfig:
         require(0 < self.gamma <= 1, "gamma must be in (0, 1]")
         require(self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)")
         require(self.time_budget_min >= 0, "time_budget_min must be >= 0")
+        require(0 <= self.weights_ema < 1, "weights_ema must be in [0, 1) (0: off)")
 
     def lr_factor(self, epoch: int) -> float:
         """LR multiplier of 0-based ``epoch``: warm-up, then the step schedule."""

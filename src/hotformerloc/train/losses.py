@@ -333,8 +333,10 @@ class ModelEma:
         self.module.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """One EMA step from ``model``'s current parameters and buffers."""
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        """One EMA step from ``model``'s current parameters and buffers (``decay``
+        overrides the constructor's for this step)."""
+        d = self.decay if decay is None else float(decay)
         ema_params = dict(self.module.named_parameters())
         cur_params = dict(model.named_parameters())
         ema_bufs = dict(self.module.named_buffers())
@@ -344,7 +346,7 @@ class ModelEma:
         for name, ema_p in ema_params.items():
             cur = cur_params[name].detach()
             if ema_p.is_floating_point():
-                ema_p.lerp_(cur.to(ema_p.dtype), 1.0 - self.decay)
+                ema_p.lerp_(cur.to(ema_p.dtype), 1.0 - d)
             else:
                 ema_p.copy_(cur)
         for name, ema_b in ema_bufs.items():

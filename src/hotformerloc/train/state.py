@@ -1,11 +1,12 @@
 """Resumable training state in one safetensors file (no pickle).
 
 ``resume.safetensors`` holds the model weights (``model.*``), the optimiser's tensors
-(``optim.<param index>.<key>``), the EMA weights (``ema.*``, with MESA) and the RNG states
-(``rng.*``); its JSON metadata holds the optimiser's hyper-parameters, the epoch to start
-from, the best validation score and the log so far. Written atomically after every epoch,
-so a kill leaves the previous epoch's state, and a resumed run replays the interrupted epoch
-exactly (batches and augmentations are functions of (seed, epoch, batch)).
+(``optim.<param index>.<key>``), the EMA weights (``ema.*``, the MESA teacher), the weight
+average (``avg.*``, with ``weights_ema``) and the RNG states (``rng.*``); its JSON metadata
+holds the optimiser's hyper-parameters, the epoch to start from, the best validation score
+and the log so far. Written atomically after every epoch, so a kill leaves the previous
+epoch's state, and a resumed run replays the interrupted epoch exactly (batches and
+augmentations are functions of (seed, epoch, batch)).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class TrainState:
     ema: dict[str, torch.Tensor] | None
     rng: dict[str, torch.Tensor]
     meta: dict[str, Any]
+    average: dict[str, torch.Tensor] | None = None
 
 
 def _flat_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -64,8 +66,9 @@ def save_state(path: str | Path, state: TrainState) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.model.items()}
     opt_tensors, opt_meta = _flat_optimizer(state.optimizer)
     tensors.update(opt_tensors)
-    if state.ema is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in state.ema.items()})
+    for head, group in (("ema", state.ema), ("avg", state.average)):
+        if group is not None:
+            tensors.update({f"{head}.{k}": v.detach().cpu().contiguous() for k, v in group.items()})
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in state.rng.items()})
     metadata = {
         "format": FORMAT,
@@ -97,7 +100,13 @@ def load_state(path: str | Path) -> TrainState:
         raise CheckpointError(p, f"corrupt training state ({e})") from e
     if tensors_digest(tensors) != meta.get("tensors_sha256"):
         raise CheckpointError(p, "training state is corrupt (checksum mismatch)")
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optim": {}, "ema": {}, "rng": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {
+        "model": {},
+        "optim": {},
+        "ema": {},
+        "avg": {},
+        "rng": {},
+    }
     for name, t in tensors.items():
         head, rest = name.split(".", 1)
         groups[head][rest if head != "optim" else name] = t
@@ -107,4 +116,5 @@ def load_state(path: str | Path) -> TrainState:
         ema=groups["ema"] or None,
         rng=groups["rng"],
         meta=run_meta,
+        average=groups["avg"] or None,
     )

@@ -245,6 +245,8 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.ema = ModelEma(self.model, config.loss.ema_decay) if config.loss.mesa > 0 else None
+        self.average = ModelEma(self.model, config.weights_ema) if config.weights_ema else None
+        self.steps = 0
         self.sampler = PairBatchSampler(
             self.tuples,
             config.batch_size,
@@ -284,7 +286,8 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             ema=dict(self.ema.state_dict()) if self.ema is not None else None,
             rng=rng,
-            meta={**meta, "epoch": epoch},
+            meta={**meta, "epoch": epoch, "steps": self.steps},
+            average=dict(self.average.state_dict()) if self.average is not None else None,
         )
 
     def _restore(self, state: TrainState) -> None:
@@ -292,6 +295,9 @@ class Trainer:
         self.optimizer.load_state_dict(state.optimizer)
         if self.ema is not None and state.ema is not None:
             self.ema.load_state_dict(state.ema)
+        if self.average is not None and state.average is not None:
+            self.average.load_state_dict(state.average)
+        self.steps = int(state.meta.get("steps", 0))
         torch.set_rng_state(state.rng["torch"])
         if "cuda" in state.rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(state.rng["cuda"], self.device)
@@ -309,10 +315,15 @@ class Trainer:
             self.out_dir / "log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in log)
         )
 
+    @property
+    def eval_model(self) -> HOTFormerLoc:
+        """The weights that are validated and saved: the weight average when on."""
+        return self.average.module if self.average is not None else self.model
+
     def _checkpoint(self, name: str, extra: dict[str, Any]) -> None:
         save_checkpoint(
             self.out_dir / name,
-            self.model,
+            self.eval_model,
             self.config.model,
             to_dict(self.model.config),
             extra={"data_scale": self.config.data.scale, **extra},
@@ -368,6 +379,10 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
+        self.steps += 1
+        if self.average is not None:
+            t = self.steps
+            self.average.update(self.model, min(self.average.decay, (1 + t) / (10 + t)))
         return {"loss": float(out.loss.detach()), **{k: float(v) for k, v in out.stats.items()}}
 
     def fit(self, resume: bool = False) -> TrainResult:
@@ -428,9 +443,9 @@ class Trainer:
             )
             validate = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or last or stopped
             if validate and self.is_main:  # other ranks go on to the next collective
-                self.model.eval()
+                self.eval_model.eval()
                 with torch.inference_mode():
-                    metrics = self.validate(self.model)
+                    metrics = self.validate(self.eval_model)
                 row.update({f"val_{k}": round(v, 4) for k, v in metrics.items()})
                 score = metrics.get("ar1", math.nan)
                 if best_score is None or score > best_score:

@@ -1,0 +1,265 @@
+"""`hotformerloc db build|add|info` and `hotformerloc query` on a tiny benchmark (untrained
+hotformerloc-tiny, seed 0), run in-process through the console entrypoint."""
+
+import contextlib
+import io
+import itertools
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hotformerloc.cli.main import entrypoint
+from hotformerloc.index import DataFolderError, Localizer, PlaceDatabase, scan_places
+from hotformerloc.io import PointCloud, write_pointcloud
+
+GROUND = [(1000.0, 0.0, 0.0, 0.0), (1005.0, 8.0, 1.0, 90.0), (1010.0, 16.0, 2.0, 180.0)]
+AERIAL = [(2000.0, 0.0, 0.0, 0.0), (2001.0, 10.0, 0.0, 0.0), (2002.0, 20.0, 0.0, 0.0)]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``hotformerloc *args``."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["hotformerloc", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            entrypoint()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
+
+
+def forest(seed: int) -> np.ndarray:
+    """A 30 m forest-like submap: ground points and 12 trunks (metric, own frame)."""
+    rng = np.random.default_rng(seed)
+    ground = np.c_[rng.uniform(-25, 25, (600, 2)), rng.normal(0, 0.05, 600)]
+    trunks = []
+    for cx, cy in rng.uniform(-20, 20, (12, 2)):
+        a = rng.uniform(0, 2 * np.pi, 60)
+        trunks.append(np.c_[cx + 0.3 * np.cos(a), cy + 0.3 * np.sin(a), rng.uniform(0, 8, 60)])
+    return np.concatenate([ground, *trunks]).astype(np.float32)
+
+
+def yaw_quat(deg: float) -> tuple[float, float, float, float]:
+    h = np.radians(deg) / 2
+    return 0.0, 0.0, float(np.sin(h)), float(np.cos(h))
+
+
+def write_sequence(folder, rows, seed) -> None:
+    (folder / "clouds").mkdir(parents=True)
+    lines = ["timestamp,x,y,z,qx,qy,qz,qw"]
+    for k, (ts, x, y, yaw) in enumerate(rows):
+        write_pointcloud(folder / "clouds" / f"{ts:.6f}.pcd", PointCloud(forest(seed + k)))
+        lines.append(",".join(f"{v:.9f}" for v in (ts, x, y, 0.0, *yaw_quat(yaw))))
+    (folder / "poses.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_db")
+    world = root / "bench" / "forest"
+    write_sequence(world / "ground_01", GROUND, 0)
+    write_sequence(world / "aerial", AERIAL, 10)
+    split = ["sequence,timestamp,x,y,source,split"]
+    split += [f"ground_01,{ts:.6f},{x},{y},ground,test" for ts, x, y, _ in GROUND]
+    split += [f"aerial,{ts:.6f},{x},{y},aerial,test" for ts, x, y, _ in AERIAL]
+    (world / "split.csv").write_text("\n".join(split) + "\n")
+    plain = root / "plain"
+    plain.mkdir()
+    lines = ["timestamp,x,y,z,qx,qy,qz,qw"]
+    for k, ts in enumerate((5.0, 6.0)):
+        write_pointcloud(plain / f"{ts:.6f}.pcd", PointCloud(forest(20 + k)))
+        lines.append(",".join(str(v) for v in (ts, 100.0 + k, 50.0, 0.0, *yaw_quat(90.0))))
+    (plain / "poses.csv").write_text("\n".join(lines) + "\n")
+    db = root / "db"
+    code, _, err = cli(
+        "db",
+        "build",
+        "--model",
+        "hotformerloc-tiny",
+        "--data",
+        str(root / "bench"),
+        "--out",
+        str(db),
+    )
+    assert code == 0, err
+    return root
+
+
+@pytest.fixture
+def db_copy(data, tmp_path):
+    shutil.copytree(data / "db", tmp_path / "db")
+    return tmp_path / "db"
+
+
+def cloud(data, seq: str, ts: float):
+    return data / "bench" / "forest" / seq / "clouds" / f"{ts:.6f}.pcd"
+
+
+def test_info_reports_schema_counts_and_checksums(data):
+    code, out, _ = cli("db", "info", str(data / "db"), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["count"] == 6 and info["dim"] == 256 and info["metric"] == "l2-unit"
+    assert info["model"]["name"] == "hotformerloc-tiny" and info["model"]["data_scale"] == 1 / 30
+    assert info["counts"]["source"] == {"aerial": 3, "ground": 3}
+    assert info["counts"]["sequence"] == {"forest/aerial": 3, "forest/ground_01": 3}
+    assert info["checksums"].startswith("ok")
+    code, out, _ = cli("db", "info", str(data / "db"))
+    assert code == 0 and "hotformerloc-tiny" in out and "forest/ground_01" in out
+
+
+def test_query_json_finds_the_scan_itself_with_its_pose(data):
+    scan = cloud(data, "ground_01", 1005.0)
+    code, out, _ = cli("query", "--db", str(data / "db"), str(scan), "--top-k", "4", "--json")
+    assert code == 0
+    res = json.loads(out)["results"]
+    assert len(res) == 1 and res[0]["query"] == str(scan)
+    cands = res[0]["candidates"]
+    assert [c["rank"] for c in cands] == [1, 2, 3, 4]
+    top = cands[0]
+    assert top["id"] == "forest/ground_01/1005.000000" and top["distance"] < 1e-3
+    assert top["source"] == "ground" and top["timestamp"] == 1005.0
+    # poses.csv: yaw 90 deg at (8, 1, 0) -> rotation [[0,-1,0],[1,0,0],[0,0,1]]
+    expect = [[0, -1, 0, 8], [1, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]]
+    np.testing.assert_allclose(top["pose"], expect, atol=1e-6)
+    assert all(a["distance"] <= b["distance"] for a, b in itertools.pairwise(cands))
+    assert top["verification"] is None and top["map_pose"] is None
+    # the Python API gives the same ranking
+    loc = Localizer.open(data / "db")
+    api = loc.query_file(scan, k=4)
+    assert [c.id for c in api.candidates] == [c["id"] for c in cands]
+
+
+def test_query_filters_and_table(data):
+    scan = cloud(data, "ground_01", 1000.0)
+    code, out, _ = cli("query", "--db", str(data / "db"), str(scan), "--source", "aerial", "--json")
+    assert code == 0
+    cands = json.loads(out)["results"][0]["candidates"]
+    assert len(cands) == 3 and {c["source"] for c in cands} == {"aerial"}
+    code, out, _ = cli("query", "--db", str(data / "db"), str(scan), "--near", "9,0,5", "--json")
+    ids = [c["id"] for c in json.loads(out)["results"][0]["candidates"]]
+    assert sorted(ids) == ["forest/aerial/2001.000000", "forest/ground_01/1005.000000"]
+    code, out, _ = cli("query", "--db", str(data / "db"), str(scan), "-k", "2")
+    assert code == 0 and "forest/ground_01/1000.000000" in out.replace("\n", "")
+
+
+def test_add_a_plain_folder_with_poses(data, db_copy):
+    code, out, err = cli("db", "add", "--db", str(db_copy), "--data", str(data / "plain"))
+    assert code == 0, err
+    db = PlaceDatabase.open(db_copy)
+    assert len(db) == 8 and db.schema.generation == 2
+    e = db.entry(db.row("plain/plain/6.000000.pcd"))
+    assert (e.source, e.world, e.sequence, e.timestamp) == ("ground", "plain", "plain", 6.0)
+    np.testing.assert_allclose(e.pose[:3, 3], [101.0, 50.0, 0.0])
+    np.testing.assert_allclose(e.pose[:3, :3], [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    code, out, _ = cli(
+        "query", "--db", str(db_copy), str(data / "plain" / "6.000000.pcd"), "--json"
+    )
+    assert json.loads(out)["results"][0]["candidates"][0]["id"] == "plain/plain/6.000000.pcd"
+    # adding the same folder again: duplicate ids, one line, exit 2, nothing written
+    code, out, err = cli("db", "add", "--db", str(db_copy), "--data", str(data / "plain"))
+    assert code == 2 and "already in the database" in err and len(err.strip().splitlines()) == 1
+    assert len(PlaceDatabase.open(db_copy)) == 8
+
+
+def test_another_model_is_refused(data, db_copy, tmp_path):
+    from hotformerloc import create_model
+    from hotformerloc.config import to_dict
+    from hotformerloc.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    model = create_model("hotformerloc-tiny")
+    ckpt = tmp_path / "other.safetensors"
+    save_checkpoint(ckpt, model, "hotformerloc-tiny", to_dict(model.config), {"data_scale": 0.05})
+    for args in (
+        ("db", "add", "--db", str(db_copy), "--data", str(data / "plain"), "--model", str(ckpt)),
+        ("query", "--db", str(db_copy), str(data / "plain" / "5.000000.pcd"), "-m", str(ckpt)),
+    ):
+        code, _, err = cli(*args)
+        assert code == 2 and "built with model hotformerloc-tiny" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert len(PlaceDatabase.open(db_copy)) == 6
+
+
+def test_errors_are_one_line_and_exit_2(data, tmp_path):
+    missing = tmp_path / "nowhere"
+    code, out, err = cli("query", "--db", str(missing), str(cloud(data, "aerial", 2000.0)))
+    assert code == 2 and str(missing) in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and out == ""
+    code, _, err = cli(
+        "db",
+        "build",
+        "--model",
+        "hotformerloc-tiny",
+        "--data",
+        str(data / "plain"),
+        "--out",
+        str(data / "db"),
+    )
+    assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("db", "info", str(missing))
+    assert code == 2 and "does not exist" in err
+    code, _, err = cli(
+        "query", "--db", str(data / "db"), str(cloud(data, "aerial", 2000.0)), "--near", "1,2"
+    )
+    assert code == 2 and "--near" in err
+    # a corrupted database: info prints what it can, then one error line naming the file
+    broken = tmp_path / "broken"
+    shutil.copytree(data / "db", broken)
+    meta = broken / "segments" / "000001" / "metadata.json"
+    meta.write_text(meta.read_text().replace("ground_01", "ground_02"))
+    code, out, err = cli("db", "info", str(broken), "--json")
+    assert code == 2 and str(meta) in err and "checksum mismatch" in err
+    assert json.loads(out)["checksums"].startswith("FAILED")
+
+
+def test_scan_places_errors_name_the_file(tmp_path):
+    with pytest.raises(DataFolderError, match="does not exist"):
+        scan_places(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFolderError, match="no point-cloud files"):
+        scan_places(tmp_path / "empty")
+    folder = tmp_path / "f"
+    folder.mkdir()
+    write_pointcloud(folder / "1.000000.pcd", PointCloud(forest(0)))
+    (folder / "poses.csv").write_text("timestamp,x,y,z,qx,qy,qz\n1,0,0,0,0,0,0\n")
+    with pytest.raises(DataFolderError, match=r"poses\.csv: missing column\(s\) qw"):
+        scan_places(folder)
+    (folder / "poses.csv").write_text("timestamp,x,y,z,qx,qy,qz,qw\n2,0,0,0,0,0,0,1\n")
+    with pytest.raises(DataFolderError, match=r"1\.000000\.pcd: no pose"):
+        scan_places(folder)
+    (folder / "poses.csv").unlink()
+    (entry,) = scan_places(folder, "aerial", world="map", sequence="run")
+    assert (entry.id, entry.source, entry.timestamp, entry.pose) == (
+        "map/run/1.000000.pcd",
+        "aerial",
+        1.0,
+        None,
+    )
+
+
+def test_query_rerank_verifies_and_gives_the_map_pose(data):
+    pytest.importorskip("hotformerloc.index.rerank")
+    scan = cloud(data, "ground_01", 1005.0)
+    code, out, err = cli(
+        "query", "--db", str(data / "db"), str(scan), "-k", "3", "--rerank", "--json"
+    )
+    assert code == 0, err
+    res = json.loads(out)["results"][0]
+    assert res["timings"]["rerank_s"] > 0
+    cands = res["candidates"]
+    assert [c["rank"] for c in cands] == [1, 2, 3]
+    fitness = [c["verification"]["fitness"] for c in cands]
+    assert fitness == sorted(fitness, reverse=True)
+    top = cands[0]
+    assert top["id"] == "forest/ground_01/1005.000000" and fitness[0] >= 0.9
+    # the scan is the submap itself: map pose == the submap's pose
+    np.testing.assert_allclose(top["map_pose"], top["pose"], atol=0.05)
