@@ -572,7 +572,10 @@ def entrypoint() -> None:
         *db.USER_ERRORS,
     )
     try:
-        app(standalone_mode=False)
+        # without standalone mode, click returns a typer.Exit's code instead of exiting
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except user_errors as e:

@@ -411,9 +411,11 @@ def evaluate_pnv(
     return _score_pairs(retriever, pairs, threshold, k, prefix)
 
 
-def _locations_result(
+def locations_result(
     per_location: dict[str, ProtocolResult], groups: Mapping[str, Sequence[str]] | None
 ) -> LocationsResult:
+    """Combine per-location results: their mean, and the mean of each named group of
+    locations (e.g. CS-Wild-Places Baseline / Unseen)."""
     mean = MeanMetrics.mean_of(list(per_location.values()))
     group_means: dict[str, MeanMetrics] = {}
     members_of: dict[str, tuple[str, ...]] = {}
@@ -451,7 +453,7 @@ def evaluate_wild_places_inter(
         loc: evaluate_pnv(retriever, runs, threshold, skip_same_run=True, k=k, name=loc)
         for loc, runs in locations.items()
     }
-    return _locations_result(per, groups)
+    return locations_result(per, groups)
 
 
 def evaluate_cross_source(
@@ -475,7 +477,7 @@ def evaluate_cross_source(
         _check_names([*cs.ground, cs.aerial])
         pairs = [(g, cs.aerial) for g in cs.ground]
         per[loc] = _score_pairs(retriever, pairs, threshold, _check_k(k), f"{loc}: ")
-    return _locations_result(per, groups)
+    return locations_result(per, groups)
 
 
 def _online(
