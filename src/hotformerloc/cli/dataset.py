@@ -250,13 +250,12 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Embed every submap of a prepared dataset and score its protocol (AR@1, AR@1%, MRR)."""
+    """Embed the evaluation submaps of a prepared dataset and score its protocol (AR@1,
+    AR@1%, MRR)."""
     import torch
 
     from hotformerloc.data.prepared import PreparedDataset
-    from hotformerloc.eval import DescriptorRetriever
-    from hotformerloc.eval.benchmark import embed_benchmark
-    from hotformerloc.eval.prepared import evaluate_prepared
+    from hotformerloc.eval.prepared import evaluate_prepared_model
     from hotformerloc.model.checkpoint import load_model
 
     ds = PreparedDataset.load(data, root=root)
@@ -264,8 +263,7 @@ def evaluate(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
     net, _ = load_model(model)
-    desc = embed_benchmark(net.to(dev), ds, None, ds.scale, batch_size)
-    result = evaluate_prepared(DescriptorRetriever(desc), ds)
+    result = evaluate_prepared_model(net.to(dev), ds, batch_size)
     if as_json:
         print(json.dumps({"dataset": ds.dataset, "model": model, **result.to_dict()}))
         return

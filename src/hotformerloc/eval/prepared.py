@@ -16,11 +16,14 @@ The retriever ranks the dataset's global row indices (e.g. a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hotformerloc.data.prepared import EvalRunSpec, PreparedDataset
 from hotformerloc.eval.protocols import (
     CrossSourceSet,
+    DescriptorRetriever,
     EvalRun,
     LocationsResult,
     ProtocolResult,
@@ -31,7 +34,10 @@ from hotformerloc.eval.protocols import (
     locations_result,
 )
 
-__all__ = ["eval_run", "evaluate_prepared"]
+if TYPE_CHECKING:
+    from hotformerloc.model import HOTFormerLoc
+
+__all__ = ["eval_run", "evaluate_prepared", "evaluate_prepared_model", "evaluation_rows"]
 
 
 def eval_run(ds: PreparedDataset, spec: EvalRunSpec) -> EvalRun:
@@ -83,3 +89,31 @@ def evaluate_prepared(
         for loc in spec.locations
     }
     return locations_result(per, groups)
+
+
+def evaluation_rows(ds: PreparedDataset) -> np.ndarray:
+    """(R,) int64 ascending global rows that ``ds``'s evaluation sets use (queries and
+    databases): the only submaps a model must embed to score the protocol."""
+    runs = [r for loc in ds.evaluation.locations for r in loc.runs]
+    runs += [loc.aerial for loc in ds.evaluation.locations if loc.aerial is not None]
+    if not runs:
+        return np.zeros(0, np.int64)
+    return np.unique(np.concatenate([r.rows for r in runs])).astype(np.int64)
+
+
+def evaluate_prepared_model(
+    model: HOTFormerLoc,
+    ds: PreparedDataset,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    yaw_views: int = 1,
+) -> LocationsResult:
+    """Embed the evaluation rows of ``ds`` (scaled by ``ds.scale``; ``yaw_views`` as in
+    :func:`~hotformerloc.eval.benchmark.embed_benchmark`) and score its protocol."""
+    from hotformerloc.eval.benchmark import embed_benchmark
+
+    rows = evaluation_rows(ds)
+    part = embed_benchmark(model, ds, rows, ds.scale, batch_size, num_workers, yaw_views)
+    desc = np.zeros((len(ds), part.shape[1]), np.float32)
+    desc[rows] = part
+    return evaluate_prepared(DescriptorRetriever(desc), ds)

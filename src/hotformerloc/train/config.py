@@ -19,8 +19,10 @@ from hotformerloc.data.augment import AugmentConfig
 class DataSection:
     """Where the submaps are and how training tuples are formed.
 
-    ``root``: a benchmark folder (``hotformerloc generate`` layout); relative paths are
-    resolved against the config file's folder. ``scale`` multiplies the metric submap
+    ``root``: a benchmark folder (``hotformerloc generate`` layout) or a prepared dataset
+    (``hotformerloc dataset prepare``; its tuples and scale are used, and ``scale``,
+    ``pos_radius``, ``neg_radius`` are ignored); relative paths are resolved against the
+    config file's folder. ``scale`` multiplies the metric submap
     coordinates (``1/30`` maps a 30 m-radius submap into [-1, 1]; ``null`` leaves them, for
     clouds already normalised). Positives within ``pos_radius`` m (any source pair),
     non-negatives within ``neg_radius`` m (spec 4.4: 15 / 60). ``group_batches``: every

@@ -44,10 +44,10 @@ from hotformerloc.data import (
     Collate,
     PairBatchSampler,
     SubmapDataset,
-    Tuples,
     build_tuples,
     make_loader,
 )
+from hotformerloc.data.prepared import SUBMAPS_FILE, PreparedDataset
 from hotformerloc.io.atomic import atomic_write_text
 from hotformerloc.model import HOTFormerLoc, create_model
 from hotformerloc.model.checkpoint import save_checkpoint
@@ -227,16 +227,24 @@ class Trainer:
         self.device = select_device(config.device)
         self.ddp = Distributed.from_env(self.device)
         self.progress = progress
-        self.benchmark = Benchmark.load(Path(config.data.root))
-        self.train_index = self.benchmark.select(split="train")
+        root = Path(config.data.root)
+        self.benchmark: Benchmark
+        self.scale: float | None
+        if (root / SUBMAPS_FILE).is_file():  # `hotformerloc dataset prepare` output
+            prepared = PreparedDataset.load(root)
+            self.benchmark, self.scale = prepared, prepared.scale
+            self.train_index, self.tuples = prepared.train_index, prepared.tuples
+        else:
+            self.benchmark, self.scale = Benchmark.load(root), config.data.scale
+            self.train_index = self.benchmark.select(split="train")
+            self.tuples = build_tuples(
+                self.benchmark.xy[self.train_index],
+                self.benchmark.world[self.train_index],
+                config.data.pos_radius,
+                config.data.neg_radius,
+            )
         if len(self.train_index) == 0:
             raise ValueError(f"{config.data.root}: no training submaps (split == train)")
-        self.tuples: Tuples = build_tuples(
-            self.benchmark.xy[self.train_index],
-            self.benchmark.world[self.train_index],
-            config.data.pos_radius,
-            config.data.neg_radius,
-        )
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, **config.model_overrides).to(self.device)
         self.validate = validate or self._default_validate
@@ -257,7 +265,7 @@ class Trainer:
         self.collate = Collate(
             self.model.config, self.tuples, config.augment, chunk, seed=config.seed
         )
-        dataset = SubmapDataset(self.benchmark, self.train_index, config.data.scale)
+        dataset = SubmapDataset(self.benchmark, self.train_index, self.scale)
         self.loader = make_loader(dataset, self.sampler, self.collate, config.data.num_workers)
 
     # ------------------------------------------------------------------ helpers
@@ -266,16 +274,25 @@ class Trainer:
         return self.ddp.rank == 0
 
     def _default_validate(self, model: HOTFormerLoc) -> dict[str, float]:
+        if isinstance(self.benchmark, PreparedDataset):
+            from hotformerloc.eval.prepared import evaluate_prepared_model
+
+            res = evaluate_prepared_model(
+                model,
+                self.benchmark,
+                batch_size=self.config.val_batch_size,
+                num_workers=self.config.data.num_workers,
+            )
+            return {"ar1": res.r1, "ar1pct": res.recall_1pct, "mrr": res.mrr_hits}
         from hotformerloc.eval.benchmark import evaluate_model
 
-        res = evaluate_model(
+        return evaluate_model(
             model,
             self.benchmark,
-            scale=self.config.data.scale,
+            scale=self.scale,
             batch_size=self.config.val_batch_size,
             num_workers=self.config.data.num_workers,
-        )
-        return res.summary()
+        ).summary()
 
     def _state(self, epoch: int, meta: dict[str, Any]) -> TrainState:
         rng = {"torch": torch.get_rng_state()}
@@ -326,7 +343,7 @@ class Trainer:
             self.eval_model,
             self.config.model,
             to_dict(self.model.config),
-            extra={"data_scale": self.config.data.scale, **extra},
+            extra={"data_scale": self.scale, **extra},
         )
 
     def _agree(self, flag: bool) -> bool:
