@@ -80,20 +80,25 @@ def _untrained_note(embedder: Any) -> None:
         )
 
 
+DataOpt = Annotated[
+    Path, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
+]
+WorldOpt = Annotated[
+    str | None, typer.Option(help="Plain folder: map name (default: folder name).")
+]
+SequenceOpt = Annotated[
+    str | None, typer.Option(help="Plain folder: sequence name (default: folder name).")
+]
+
+
 @db_app.command()
 def build(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered name or checkpoint.")],
-    data: Annotated[
-        Path, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
-    ],
+    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="New database folder.")],
     source: SourceOpt = None,
-    world: Annotated[
-        str | None, typer.Option(help="Plain folder: map name (default: folder name).")
-    ] = None,
-    sequence: Annotated[
-        str | None, typer.Option(help="Plain folder: sequence name (default: folder name).")
-    ] = None,
+    world: WorldOpt = None,
+    sequence: SequenceOpt = None,
     batch: BatchOpt = 8,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -116,16 +121,10 @@ def build(
 @db_app.command()
 def add(
     db: Annotated[Path, typer.Option("--db", help="Database folder.")],
-    data: Annotated[
-        Path, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
-    ],
+    data: DataOpt,
     source: SourceOpt = None,
-    world: Annotated[
-        str | None, typer.Option(help="Plain folder: map name (default: folder name).")
-    ] = None,
-    sequence: Annotated[
-        str | None, typer.Option(help="Plain folder: sequence name (default: folder name).")
-    ] = None,
+    world: WorldOpt = None,
+    sequence: SequenceOpt = None,
     model: Annotated[
         str | None,
         typer.Option("--model", "-m", help="The database's model from another location."),

@@ -446,13 +446,6 @@ def train(
     run_training(config, out, resume, _parse_sets(set_), device, nproc)
 
 
-def _scale_of(ckpt_extra: dict[str, object] | None) -> float | None:
-    if ckpt_extra and "data_scale" in ckpt_extra:
-        v = ckpt_extra["data_scale"]
-        return None if v is None else float(v)  # type: ignore[arg-type]
-    return 1.0 / 30.0
-
-
 def evaluate_methods(
     data: Path,
     models: list[str],
@@ -469,6 +462,7 @@ def evaluate_methods(
     from hotformerloc.eval import DescriptorRetriever
     from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
     from hotformerloc.eval.report import MethodEntry
+    from hotformerloc.index import model_scale
     from hotformerloc.model.checkpoint import load_model
 
     bench = Benchmark.load(data)
@@ -481,7 +475,7 @@ def evaluate_methods(
         for spec in models:
             net, ck = load_model(spec)
             net = net.to(dev)
-            scale = _scale_of(ck.extra if ck is not None else None)
+            scale = model_scale(ck)
             desc = embed_benchmark(net, bench, None, scale, batch_size, 0, yaw_views)  # type: ignore[arg-type]
             update(f"embedded {Path(spec).stem}", 1, 1)
             retr = DescriptorRetriever(desc)

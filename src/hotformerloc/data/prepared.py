@@ -16,7 +16,6 @@ when the data moved), and clouds are read in the format the dataset ships (``clo
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ import numpy as np
 
 from hotformerloc.data.benchmark import SOURCES, SPLITS, Benchmark, DatasetError
 from hotformerloc.data.tuples import Tuples
-from hotformerloc.io import PointCloudError, read_pointcloud
+from hotformerloc.io import PointCloudError, read_pointcloud, sha256_file
 
 __all__ = [
     "CLOUD_FORMATS",
@@ -59,15 +58,6 @@ PROTOCOLS = ("pnv", "wild_places_inter", "cross_source")
 #: Cloud file formats a prepared set may reference (names of :data:`hotformerloc.io.FORMATS`).
 CLOUD_FORMATS = ("pnv", "pcd", "kitti")
 _TUPLE_KEYS = ("rows", "positives_indptr", "positives", "non_negatives_indptr", "non_negatives")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _index_array(value: Any, n_rows: int, where: str) -> np.ndarray:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from hotformerloc.index.search import SearchFilter, SearchIndex, SearchResult
-from hotformerloc.io.atomic import atomic_write, atomic_write_bytes
+from hotformerloc.io.atomic import atomic_write, atomic_write_bytes, sha256_file
 from hotformerloc.io.pointcloud import SOURCES, check_rigid
 
 FORMAT = "hotformerloc-place-database"
@@ -191,14 +191,6 @@ class Schema:
 
 
 # ---------------------------------------------------------------------------- file helpers
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sha256_array(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
 
@@ -395,7 +387,7 @@ def _read_segment(root: Path, record: dict[str, Any], dim: int, verify: bool) ->
             raise DatabaseCorruptError(
                 path, f"size {size} bytes, the manifest says {want['bytes']} (truncated or altered)"
             )
-        if verify and _sha256_file(path) != want["sha256"]:
+        if verify and sha256_file(path) != want["sha256"]:
             raise DatabaseCorruptError(path, "checksum mismatch (file altered or corrupted)")
     desc = _load_npy(folder / "descriptors.npy", (n, dim), "<f4")
     poses = _load_npy(folder / "poses.npy", (n, 4, 4), "<f8")

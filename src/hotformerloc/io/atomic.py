@@ -8,6 +8,7 @@ destination is left untouched (old content, or absent).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -56,3 +57,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     """Atomically replace ``path`` with ``text`` encoded as ``encoding`` (newlines as given)."""
     with atomic_write(path) as tmp, open(tmp, "w", encoding=encoding, newline="") as f:
         f.write(text)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

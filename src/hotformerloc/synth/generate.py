@@ -40,7 +40,7 @@ from scipy.spatial import cKDTree
 from hotformerloc import __version__
 from hotformerloc.config import ConfigError, to_dict
 from hotformerloc.io import PointCloud, Source, write_pointcloud
-from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
+from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from hotformerloc.submaps import process_submap
 from hotformerloc.synth.config import GeneratorConfig, TraversalConfig, WorldConfig
 from hotformerloc.synth.sensors import aerial_survey, ground_scan
@@ -350,14 +350,6 @@ def _run(
 # --------------------------------------------------------------------------- outputs
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _csv(rows: Iterable[Iterable[object]], header: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -653,7 +645,7 @@ def generate(
     for wcfg in cfg.worlds:
         for path in sorted((out / wcfg.name).rglob("*")):
             if path.is_file():
-                files[path.relative_to(out).as_posix()] = _sha256(path)
+                files[path.relative_to(out).as_posix()] = sha256_file(path)
     manifest = {
         "generator": "hotformerloc.synth",
         "version": __version__,

@@ -15,7 +15,6 @@ so ``out`` is either absent, the previous output, or complete.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -42,7 +41,7 @@ from hotformerloc.data.recordings.layouts import (
 )
 from hotformerloc.io import PointCloud, PointCloudError, Source, read_pointcloud, write_pointcloud
 from hotformerloc.io._pcd import matrix_to_quaternion
-from hotformerloc.io.atomic import atomic_write_text
+from hotformerloc.io.atomic import atomic_write_text, sha256_file
 from hotformerloc.submaps import SubmapConfig, process_submap, voxel_downsample
 
 #: (stage, done, total) progress callback, as in :mod:`hotformerloc.synth.generate`.
@@ -312,15 +311,6 @@ def aerial_submaps(
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _csv(rows: list[list[str]], header: tuple[str, ...]) -> str:
