@@ -92,3 +92,34 @@ def test_eval_errors(tmp_path: Path) -> None:
     res = run("eval", "-d", str(root), "-m", str(bad))
     assert res.returncode == 2 and "bad.safetensors" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_eval_rerank_scores_the_reranked_retriever(tmp_path: Path) -> None:
+    import json
+
+    from hotformerloc.config import to_dict
+    from hotformerloc.data import Benchmark
+    from hotformerloc.eval import DescriptorRetriever
+    from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
+    from hotformerloc.index.rerank import RerankRetriever
+    from hotformerloc.model.checkpoint import load_model, save_checkpoint
+
+    root = write_place_benchmark(tmp_path / "b", places=4)
+    ckpt = tmp_path / "m.safetensors"
+    net, _ = load_model("hotformerloc-tiny")
+    save_checkpoint(
+        ckpt, net, "hotformerloc-tiny", to_dict(net.config), extra={"data_scale": 1 / 30}
+    )
+    res = run("eval", "-d", str(root), "-m", str(ckpt), "--rerank", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    names = list(out)
+    assert len(names) == 2 and names[1] == f"{names[0]} + re-ranking top 3"
+    # the same numbers from the library: the model's retriever, re-ranked
+    bench = Benchmark.load(root)
+    model, _ = load_model(str(ckpt))
+    base = DescriptorRetriever(embed_benchmark(model, bench, scale=1 / 30))
+    want = evaluate_retriever(RerankRetriever(base, bench.load_cloud, top_k=3), bench)
+    assert out[names[1]] == json.loads(json.dumps(want.to_dict()))
+    res = run("eval", "-d", str(root), "--scancontext", "--rerank", "3")
+    assert res.returncode == 2 and "--model" in res.stderr

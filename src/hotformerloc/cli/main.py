@@ -453,8 +453,11 @@ def evaluate_methods(
     batch_size: int,
     device: str,
     yaw_views: int = 1,
+    rerank: int = 0,
 ) -> tuple[object, list[object]]:
-    """(benchmark, [MethodEntry]) for each --model and optionally Scan Context."""
+    """(benchmark, [MethodEntry]) for each --model (and, with ``rerank`` > 0, the same
+    model with its top-``rerank`` re-ranked by geometric verification), and optionally
+    Scan Context."""
     import torch
 
     from hotformerloc.baselines import ScanContextConfig, ScanContextRetriever
@@ -483,6 +486,14 @@ def evaluate_methods(
             if yaw_views > 1:
                 label += f", {yaw_views} yaw views"
             entries.append(MethodEntry(label, evaluate_retriever(retr, bench), retr))
+            if rerank:
+                from hotformerloc.index.rerank import RerankRetriever
+
+                update(f"re-ranking the top {rerank}", 0, 1)
+                rr = RerankRetriever(retr, bench.load_cloud, top_k=rerank)
+                res = evaluate_retriever(rr, bench)
+                entries.append(MethodEntry(f"{label} + re-ranking top {rerank}", res, rr))
+                update(f"re-ranked the top {rerank}", 1, 1)
         if scancontext:
             cfg = ScanContextConfig(max_radius=30.0, height_reference="min")
             clouds = []
@@ -515,6 +526,14 @@ def eval_(
             min=1, help="Average each model descriptor over this many yaw rotations of the input."
         ),
     ] = 1,
+    rerank: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also score each model with its top-K re-ranked by geometric verification "
+            "(docs/reranking.md; 0 = off).",
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Evaluate methods on a benchmark: ground-to-ground and ground-to-aerial AR@N, MRR."""
@@ -522,7 +541,11 @@ def eval_(
 
     if not model and not scancontext:
         raise UserError("nothing to evaluate: give --model and/or --scancontext")
-    bench, entries = evaluate_methods(data, model or [], scancontext, batch_size, device, yaw_views)
+    if rerank and not model:
+        raise UserError("--rerank re-ranks a model's retrievals: give --model too")
+    bench, entries = evaluate_methods(
+        data, model or [], scancontext, batch_size, device, yaw_views, rerank
+    )
     if out is not None:
         write_report(out, bench, entries, title=f"Evaluation on {data}")  # type: ignore[arg-type]
     if as_json:

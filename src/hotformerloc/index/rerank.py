@@ -1,0 +1,649 @@
+"""Geometric verification and re-ranking of retrieved places (coarse BEV search + GICP).
+
+A query cloud and a candidate submap, each metric in its own frame, are aligned in three
+steps (``docs/reranking.md``):
+
+1. **coarse**: for every yaw on a ``yaw_step_deg`` grid the query's bird's-eye occupancy
+   image is cross-correlated (FFT) with the candidate's zero-mean occupancy image, which
+   scores every horizontal translation up to ``max_translation`` at once; the best
+   ``num_hypotheses`` distinct (yaw, translation) peaks are kept;
+2. **height**: each hypothesis gets its vertical offset from the cell floors (lowest
+   point per BEV cell) the two clouds share: a low quantile of their differences;
+3. **fine**: GICP (``small_gicp``) refines the full 6-DoF pose with a shrinking
+   correspondence distance. If the shared cell floors then say the query sits more than
+   ``height_tolerance`` too high, it is lowered by that much (GICP between a ground and
+   an aerial view drifts upwards, into the aerial cloud's denser upper layers). The
+   hypothesis with the best fitness wins.
+
+Frames: ``Verification.pose`` maps query-frame points into the candidate frame,
+``p_candidate = pose[:3, :3] @ p_query + pose[:3, 3]``. With submap poses ``T_q``, ``T_c``
+(submap frame -> world) the true value is ``inv(T_c) @ T_q``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import small_gicp
+from scipy import fft
+from scipy.spatial import cKDTree
+
+from hotformerloc.config import require
+from hotformerloc.eval.metrics import Ranking
+from hotformerloc.eval.protocols import Retriever
+from hotformerloc.submaps import voxel_downsample
+
+__all__ = [
+    "PreparedCloud",
+    "RerankConfig",
+    "RerankInputError",
+    "RerankResult",
+    "RerankRetriever",
+    "Verification",
+    "prepare",
+    "rerank",
+    "verify",
+    "verify_prepared",
+    "yaw_of",
+]
+
+
+class RerankInputError(ValueError):
+    """A point cloud given to verification is unusable; the message names it (``query``,
+    ``candidate``, ``candidates[i]`` or a database item) and the problem."""
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Verification knobs; ``RerankConfig()`` is the recommended setup (measured on the
+    demo benchmark, ``docs/reranking.md``). Lengths in metres, angles in degrees.
+
+    * ``voxel``: voxel-centroid downsampling of both clouds before anything else (0: off);
+    * ``bev_cell``: cell edge of the bird's-eye occupancy images;
+    * ``bev_radius``: points farther than this horizontally from their origin are left out
+      of the images (not of GICP);
+    * ``max_translation``: largest horizontal query->candidate offset searched;
+    * ``yaw_step_deg``: yaw grid of the coarse search (the full circle is searched);
+    * ``num_hypotheses``: coarse peaks refined by GICP; peaks within ``2 * yaw_step_deg``
+      and 3 cells of a kept one are suppressed;
+    * ``max_height_offset``: largest vertical offset the cell floors may give;
+    * ``height_quantile`` in (0, 1): quantile of the shared cell floors' height
+      differences taken as the offset (low: a candidate seen from above misses the low
+      structure under canopy and roofs that a ground query sees);
+    * ``height_tolerance``: after GICP, the query is lowered by the floor offset when that
+      is below ``-height_tolerance`` (on ground-to-ground pairs the floor offset sits about
+      0.3 m low, so with 0.5 m those keep their accurate GICP height);
+    * ``gicp_distances``: GICP maximum correspondence distance per stage, non-increasing;
+    * ``gicp_iterations``: iteration cap per stage; a stage stops earlier once an update
+      is below ``gicp_rotation_tolerance_deg`` and ``gicp_translation_tolerance``;
+    * ``num_neighbors``: points per covariance estimate;
+    * ``inlier_distance``: a query point is an inlier when a candidate point lies within
+      this distance after alignment (fitness = inlier fraction);
+    * ``min_points``: fewest points a cloud may have after downsampling;
+    * ``num_threads``: GICP threads.
+    """
+
+    voxel: float = 0.5
+    bev_cell: float = 1.0
+    bev_radius: float = 32.0
+    max_translation: float = 40.0
+    yaw_step_deg: float = 5.0
+    num_hypotheses: int = 1
+    max_height_offset: float = 6.0
+    height_quantile: float = 0.2
+    height_tolerance: float = 0.5
+    gicp_distances: tuple[float, ...] = (2.0, 1.0)
+    gicp_iterations: int = 15
+    gicp_rotation_tolerance_deg: float = 0.5
+    gicp_translation_tolerance: float = 0.02
+    num_neighbors: int = 15
+    inlier_distance: float = 1.0
+    min_points: int = 20
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gicp_distances", tuple(float(d) for d in self.gicp_distances))
+        require(self.voxel >= 0, f"RerankConfig.voxel must be >= 0, got {self.voxel}")
+        require(self.bev_cell > 0, f"RerankConfig.bev_cell must be > 0, got {self.bev_cell}")
+        require(
+            self.bev_radius >= self.bev_cell,
+            f"RerankConfig.bev_radius must be >= bev_cell, got {self.bev_radius}",
+        )
+        require(
+            self.max_translation >= 0,
+            f"RerankConfig.max_translation must be >= 0, got {self.max_translation}",
+        )
+        require(
+            0 < self.yaw_step_deg <= 180,
+            f"RerankConfig.yaw_step_deg must be in (0, 180], got {self.yaw_step_deg}",
+        )
+        require(
+            self.num_hypotheses >= 1,
+            f"RerankConfig.num_hypotheses must be >= 1, got {self.num_hypotheses}",
+        )
+        require(
+            self.max_height_offset >= 0,
+            f"RerankConfig.max_height_offset must be >= 0, got {self.max_height_offset}",
+        )
+        require(
+            0 < self.height_quantile < 1,
+            f"RerankConfig.height_quantile must be in (0, 1), got {self.height_quantile}",
+        )
+        require(
+            self.height_tolerance >= 0,
+            f"RerankConfig.height_tolerance must be >= 0, got {self.height_tolerance}",
+        )
+        d = self.gicp_distances
+        require(
+            len(d) >= 1 and all(v > 0 for v in d) and all(a >= b for a, b in itertools.pairwise(d)),
+            f"RerankConfig.gicp_distances must be positive and non-increasing, got {d}",
+        )
+        require(
+            self.gicp_iterations >= 1,
+            f"RerankConfig.gicp_iterations must be >= 1, got {self.gicp_iterations}",
+        )
+        require(
+            self.gicp_rotation_tolerance_deg > 0 and self.gicp_translation_tolerance > 0,
+            "RerankConfig.gicp_rotation_tolerance_deg and gicp_translation_tolerance must be "
+            f"> 0, got {self.gicp_rotation_tolerance_deg}, {self.gicp_translation_tolerance}",
+        )
+        require(
+            self.num_neighbors >= 5,
+            f"RerankConfig.num_neighbors must be >= 5, got {self.num_neighbors}",
+        )
+        require(
+            self.inlier_distance > 0,
+            f"RerankConfig.inlier_distance must be > 0, got {self.inlier_distance}",
+        )
+        require(
+            self.min_points >= self.num_neighbors,
+            f"RerankConfig.min_points must be >= num_neighbors, got {self.min_points}",
+        )
+        require(
+            self.num_threads >= 1, f"RerankConfig.num_threads must be >= 1, got {self.num_threads}"
+        )
+
+    @property
+    def grid_size(self) -> int:
+        """Side (cells) of the FFT grid: images span ``2 * bev_radius``, and shifts up to
+        ``max_translation`` must not wrap around."""
+        half = math.ceil(self.bev_radius / self.bev_cell)
+        shift = math.ceil(self.max_translation / self.bev_cell)
+        return int(fft.next_fast_len(2 * half + shift + 1, real=True))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of verifying one (query, candidate) pair.
+
+    * ``fitness`` in [0, 1]: fraction of the (downsampled) query points with a candidate
+      point within ``inlier_distance`` after alignment; higher = better agreement;
+    * ``rmse``: m, root-mean-square distance of those inliers (``inf`` without inliers);
+    * ``pose``: (4, 4) float64, maps query-frame points into the candidate submap frame;
+    * ``yaw_deg``: yaw of ``pose`` (rotation about +z), degrees in (-180, 180];
+    * ``converged``: the last GICP stage met its convergence criteria.
+    """
+
+    fitness: float
+    rmse: float
+    pose: np.ndarray
+    yaw_deg: float
+    converged: bool
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedCloud:
+    """A cloud downsampled and indexed once for any number of verifications.
+
+    ``points``: (M, 3) float64 in the cloud's own frame; ``radius``: largest horizontal
+    distance of a point from the origin (m); the rest is private search state built by
+    :func:`prepare` for one :class:`RerankConfig`.
+    """
+
+    points: np.ndarray
+    radius: float
+    config: RerankConfig
+    _gicp: small_gicp.PointCloud = field(repr=False)
+    _tree: small_gicp.KdTree = field(repr=False)
+    _xyz_tree: cKDTree = field(repr=False)
+    _floor_keys: np.ndarray = field(repr=False)
+    _floor_z: np.ndarray = field(repr=False)
+    _bev_fft: np.ndarray = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+
+def yaw_of(pose: np.ndarray) -> float:
+    """Yaw (degrees, in (-180, 180]) of a (4, 4) or (3, 3) rotation: the heading of the
+    rotated +x axis in the xy plane."""
+    yaw = math.degrees(math.atan2(float(pose[1, 0]), float(pose[0, 0])))
+    return 180.0 if yaw <= -180.0 else yaw
+
+
+def _check_points(points: np.ndarray, name: str) -> np.ndarray:
+    try:
+        p = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise RerankInputError(f"{name}: not a numeric (N, 3) array ({e})") from None
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise RerankInputError(f"{name}: expected an (N, 3) point array, got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise RerankInputError(f"{name}: empty point cloud")
+    bad = ~np.isfinite(p).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise RerankInputError(
+            f"{name}: {rows.size} point(s) with NaN or infinite coordinates "
+            f"(first rows {rows[:5].tolist()})"
+        )
+    return p
+
+
+def _rasterise(xy: np.ndarray, cell: float, half: int, size: int) -> np.ndarray:
+    """(size, size) float32 occupancy of points ``xy`` (..., N, 2) with |coordinate| <
+    ``half`` cells, origin at index 0 (negative cells wrap), batched over leading axes."""
+    ij = np.floor(xy / cell).astype(np.int64)
+    inside = np.all((ij >= -half) & (ij < half), axis=-1)
+    ij = np.mod(ij, size)
+    lead = int(np.prod(xy.shape[:-2], dtype=np.int64))
+    flat = (ij[..., 0] * size + ij[..., 1]).reshape(lead, -1)
+    offs = (np.arange(lead, dtype=np.int64) * size * size)[:, None]
+    occ = np.zeros(lead * size * size, np.float32)
+    occ[(flat + offs)[inside.reshape(lead, -1)]] = 1.0
+    return occ.reshape(*xy.shape[:-2], size, size)
+
+
+def prepare(points: np.ndarray, config: RerankConfig, name: str = "cloud") -> PreparedCloud:
+    """Downsample and index ``points`` ((N, 3) float, metric, own frame) for
+    :func:`verify_prepared`, as a query or as a candidate.
+
+    Raises:
+        RerankInputError: not an (N, 3) numeric array, empty, NaN/inf coordinates, or fewer
+            than ``config.min_points`` points after downsampling (the message names
+            ``name``).
+    """
+    p = _check_points(points, name)
+    if config.voxel > 0:
+        p = voxel_downsample(p, config.voxel).astype(np.float64)
+    if p.shape[0] < config.min_points:
+        raise RerankInputError(
+            f"{name}: {p.shape[0]} point(s) after {config.voxel} m downsampling, "
+            f"at least {config.min_points} needed"
+        )
+    cloud = small_gicp.PointCloud(p)
+    tree = small_gicp.KdTree(cloud, num_threads=config.num_threads)
+    small_gicp.estimate_covariances(cloud, tree, config.num_neighbors, config.num_threads)
+    radius = float(np.sqrt(np.max(np.einsum("ij,ij->i", p[:, :2], p[:, :2]))))
+    floor = _cell_floor(p, config.bev_cell)
+    return PreparedCloud(
+        points=p,
+        radius=radius,
+        config=config,
+        _gicp=cloud,
+        _tree=tree,
+        _xyz_tree=cKDTree(p),
+        _floor_keys=floor[0],
+        _floor_z=floor[1],
+        _bev_fft=fft.rfft2(_bev_target(p, radius, config)),
+    )
+
+
+def _bev_target(points: np.ndarray, radius: float, config: RerankConfig) -> np.ndarray:
+    """(S, S) float32 candidate image: occupancy minus its mean inside the disc of
+    ``radius`` (the candidate's footprint), zero outside, so query cells falling on empty
+    footprint cells cost and those outside it are neutral."""
+    size = config.grid_size
+    half = math.ceil(config.bev_radius / config.bev_cell)
+    occ = _rasterise(points[:, :2], config.bev_cell, half, size)
+    disc = _rasterise_disc(min(radius, config.bev_radius), config.bev_cell, size)
+    inside = occ[disc]
+    return np.where(disc, occ - (inside.mean() if inside.size else 0.0), 0.0).astype(np.float32)
+
+
+def _bev_queries(points: np.ndarray, yaws: np.ndarray, config: RerankConfig) -> np.ndarray:
+    """(Y, S, S) float32 occupancy images of ``points`` rotated by each of ``yaws`` (rad)."""
+    c, s = np.cos(yaws), np.sin(yaws)
+    rot = np.stack([np.stack([c, -s], 1), np.stack([s, c], 1)], 1)  # (Y, 2, 2)
+    xy = points[None, :, :2] @ rot.transpose(0, 2, 1)  # (Y, N, 2)
+    half = math.ceil(config.bev_radius / config.bev_cell)
+    return _rasterise(xy, config.bev_cell, half, config.grid_size)
+
+
+def _rasterise_disc(radius: float, cell: float, size: int) -> np.ndarray:
+    """(size, size) bool: cells whose centre lies within ``radius`` of the origin (wrapped
+    indexing as in :func:`_rasterise`)."""
+    k = np.fft.fftfreq(size, 1.0 / size)  # 0, 1, ..., -1
+    c = (k + 0.5) * cell
+    return c[:, None] ** 2 + c[None, :] ** 2 <= radius * radius
+
+
+def _rot_z(yaw: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _yaws(config: RerankConfig) -> np.ndarray:
+    """(Y,) yaw grid of the coarse search, radians, from 0, evenly covering the circle."""
+    nyaw = max(1, round(360.0 / config.yaw_step_deg))
+    return np.arange(nyaw) * (2 * math.pi / nyaw)
+
+
+def _query_spectra(query: PreparedCloud, config: RerankConfig) -> np.ndarray:
+    """(Y, S, S // 2 + 1) complex64: conjugate 2-D spectra of the query's occupancy image
+    rotated by each grid yaw; computed once per query, shared by its candidates."""
+    images = _bev_queries(query.points, _yaws(config), config)
+    return np.conj(fft.rfft2(images, axes=(1, 2)))
+
+
+def _coarse(
+    spectra: np.ndarray, candidate: PreparedCloud, config: RerankConfig
+) -> list[tuple[float, float, float]]:
+    """Up to ``num_hypotheses`` (yaw rad, tx m, ty m) at the best peaks of the BEV
+    cross-correlation (query spectra from :func:`_query_spectra`), best first."""
+    size = config.grid_size
+    yaws = _yaws(config)
+    nyaw = yaws.shape[0]
+    corr = fft.irfft2(spectra * candidate._bev_fft[None], s=(size, size), axes=(1, 2))
+    shift = np.fft.fftfreq(size, 1.0 / size)
+    reach = config.max_translation / config.bev_cell
+    allowed = shift[:, None] ** 2 + shift[None, :] ** 2 <= reach * reach
+    corr = np.where(allowed[None], corr, -np.inf)
+    out: list[tuple[float, float, float]] = []
+    yaw_gap = max(1, round(2 * config.yaw_step_deg / (360.0 / nyaw)))
+    for _ in range(config.num_hypotheses):
+        flat = int(np.argmax(corr))
+        if not np.isfinite(corr.flat[flat]):
+            break
+        y, i, j = np.unravel_index(flat, corr.shape)
+        out.append(
+            (float(yaws[y]), float(shift[i]) * config.bev_cell, float(shift[j]) * config.bev_cell)
+        )
+        dy = np.abs((np.arange(nyaw) - y + nyaw // 2) % nyaw - nyaw // 2) <= yaw_gap
+        di = np.abs((np.arange(size) - i + size // 2) % size - size // 2) <= 3
+        dj = np.abs((np.arange(size) - j + size // 2) % size - size // 2) <= 3
+        corr[np.ix_(dy, di, dj)] = -np.inf
+    return out
+
+
+def _cell_floor(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """(unique cell keys (K,) int64 ascending, lowest z per cell (K,)) on a ``cell`` grid
+    (cells within 2**20 of the origin per axis)."""
+    ij = np.floor(points[:, :2] / cell).astype(np.int64) + (1 << 20)
+    key = (ij[:, 0] << 21) | ij[:, 1]
+    uniq, inv = np.unique(key, return_inverse=True)
+    low = np.full(uniq.shape[0], np.inf)
+    np.minimum.at(low, inv, points[:, 2])
+    return uniq, low
+
+
+def _height_offset(moved: np.ndarray, candidate: PreparedCloud, config: RerankConfig) -> float:
+    """Vertical offset (m) to add to the query points ``moved`` (M, 3, candidate frame):
+    the ``height_quantile`` quantile, over the BEV cells both clouds occupy, of (candidate
+    lowest z - query lowest z), clipped to ``max_height_offset``; 0 without shared cells."""
+    qk, qlow = _cell_floor(moved, config.bev_cell)
+    common, qi, ci = np.intersect1d(qk, candidate._floor_keys, return_indices=True)
+    if common.size == 0:
+        return 0.0
+    dz = candidate._floor_z[ci] - qlow[qi]
+    off = float(np.quantile(dz, config.height_quantile))
+    return float(np.clip(off, -config.max_height_offset, config.max_height_offset))
+
+
+def _fitness(
+    query: PreparedCloud, candidate: PreparedCloud, pose: np.ndarray, config: RerankConfig
+) -> tuple[float, float]:
+    """(inlier fraction of the query points under ``pose``, inlier RMSE m or inf)."""
+    moved = query.points @ pose[:3, :3].T + pose[:3, 3]
+    d, _ = candidate._xyz_tree.query(moved, distance_upper_bound=config.inlier_distance)
+    inlier = np.isfinite(d)
+    n = int(inlier.sum())
+    rmse = math.sqrt(float(np.mean(d[inlier] ** 2))) if n else math.inf
+    return n / len(query), rmse
+
+
+def _verify(
+    query: PreparedCloud, candidate: PreparedCloud, config: RerankConfig, spectra: np.ndarray
+) -> Verification:
+    """The pipeline of the module docstring (``spectra``: :func:`_query_spectra`)."""
+    best: tuple[float, float, np.ndarray, bool] | None = None
+    for yaw, tx, ty in _coarse(spectra, candidate, config):
+        pose = np.eye(4)
+        pose[:3, :3] = _rot_z(yaw)
+        pose[:2, 3] = (tx, ty)
+        moved = query.points @ pose[:3, :3].T + pose[:3, 3]
+        pose[2, 3] = _height_offset(moved, candidate, config)
+        converged = False
+        for dist in config.gicp_distances:
+            res = small_gicp.align(
+                candidate._gicp,
+                query._gicp,
+                candidate._tree,
+                init_T_target_source=pose,
+                registration_type="GICP",
+                max_correspondence_distance=dist,
+                num_threads=config.num_threads,
+                max_iterations=config.gicp_iterations,
+                rotation_epsilon=math.radians(config.gicp_rotation_tolerance_deg),
+                translation_epsilon=config.gicp_translation_tolerance,
+            )
+            pose = np.array(res.T_target_source, dtype=np.float64)
+            converged = bool(res.converged)
+        moved = query.points @ pose[:3, :3].T + pose[:3, 3]
+        sink = _height_offset(moved, candidate, config)
+        if sink < -config.height_tolerance:
+            pose[2, 3] += sink
+        fit, rmse = _fitness(query, candidate, pose, config)
+        if best is None or fit > best[0]:
+            best = (fit, rmse, pose, converged)
+    assert best is not None  # the zero shift is always searched, so there is a peak
+    fit, rmse, pose, converged = best
+    return Verification(
+        fitness=fit, rmse=rmse, pose=pose, yaw_deg=yaw_of(pose), converged=converged
+    )
+
+
+def _check_prepared(config: RerankConfig, *clouds: PreparedCloud) -> None:
+    for c in clouds:
+        if c.config != config:
+            raise RerankInputError(
+                "prepared cloud was made with another RerankConfig than the one given"
+            )
+
+
+def verify_prepared(
+    query: PreparedCloud, candidate: PreparedCloud, config: RerankConfig
+) -> Verification:
+    """:func:`verify` on clouds already :func:`prepare`-d with ``config``.
+
+    Raises:
+        RerankInputError: a cloud was prepared with another config.
+    """
+    _check_prepared(config, query, candidate)
+    return _verify(query, candidate, config, _query_spectra(query, config))
+
+
+def verify(query: np.ndarray, candidate: np.ndarray, config: RerankConfig) -> Verification:
+    """Align ``query`` to ``candidate`` and score the agreement.
+
+    Args:
+        query, candidate: (N, 3) float point clouds, metric, each in its own frame.
+        config: the verification knobs.
+
+    Returns:
+        The :class:`Verification`; its ``pose`` maps query points into the candidate frame.
+
+    Raises:
+        RerankInputError: either cloud is not (N, 3) numeric, is empty, has NaN/inf
+            coordinates or too few points (the message names ``query`` or ``candidate``).
+    """
+    return verify_prepared(
+        prepare(query, config, "query"), prepare(candidate, config, "candidate"), config
+    )
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """Candidates re-ordered by verification.
+
+    ``order``: candidate positions (into the input sequence), best first: fitness
+    descending, ties in input order; ``verifications[i]``: the verification of input
+    candidate ``i`` (input order).
+    """
+
+    order: tuple[int, ...]
+    verifications: tuple[Verification, ...]
+
+    @property
+    def best(self) -> Verification:
+        """The verification of the top candidate."""
+        return self.verifications[self.order[0]]
+
+
+def _order(fitness: Sequence[float]) -> tuple[int, ...]:
+    """Positions sorted by fitness descending, ties in input order."""
+    return tuple(int(i) for i in np.argsort(-np.asarray(fitness, np.float64), kind="stable"))
+
+
+def rerank(
+    query: np.ndarray, candidates: Sequence[np.ndarray], config: RerankConfig
+) -> RerankResult:
+    """Verify ``query`` against every candidate (clouds as in :func:`verify`) and order
+    them by fitness (descending, stable on ties).
+
+    Raises:
+        RerankInputError: no candidates, or a bad cloud (named ``query`` or
+            ``candidates[i]``).
+    """
+    if len(candidates) == 0:
+        raise RerankInputError("candidates: no candidate clouds to re-rank")
+    q = prepare(query, config, "query")
+    prepared = [prepare(c, config, f"candidates[{i}]") for i, c in enumerate(candidates)]
+    spectra = _query_spectra(q, config)
+    ver = tuple(_verify(q, c, config, spectra) for c in prepared)
+    return RerankResult(_order([v.fitness for v in ver]), ver)
+
+
+CloudSource = Callable[[int], np.ndarray] | Sequence[np.ndarray]
+
+
+class RerankRetriever:
+    """A :class:`~hotformerloc.eval.Retriever` that re-orders the ``top_k`` results of a
+    ``base`` retriever by geometric verification.
+
+    ``clouds`` gives the (N, 3) metric cloud of a global item index: a sequence, or a
+    function such as :meth:`hotformerloc.data.Benchmark.load_cloud`. For each query the
+    base ranking's first ``top_k`` valid positions are verified and sorted by fitness
+    (descending, ties in base order), with distance ``1 - fitness`` (in [0, 1]). Positions
+    past ``top_k`` keep the base order with distance ``1 + (d - d0)`` (``d`` the base
+    distance, ``d0`` the first of them), so rows stay non-decreasing; ``-1`` padding keeps
+    ``inf``. ``exclude`` is passed to the base, whose items are only re-ordered.
+
+    Prepared clouds are kept in an LRU cache of ``cache_size`` items (about 2 MB for a
+    10k-point cloud); the verifications of the last ``memo_size`` (query item, item) pairs
+    are memoised (:meth:`verification`, :attr:`verified_pairs`).
+
+    Raises (from :meth:`rank` / :meth:`verification`): :class:`RerankInputError` naming
+    the item whose cloud is unusable.
+    """
+
+    def __init__(
+        self,
+        base: Retriever,
+        clouds: CloudSource,
+        top_k: int = 25,
+        config: RerankConfig | None = None,
+        cache_size: int = 512,
+        memo_size: int = 100_000,
+    ) -> None:
+        require(top_k >= 1, f"RerankRetriever: top_k must be >= 1, got {top_k}")
+        require(cache_size >= 1, f"RerankRetriever: cache_size must be >= 1, got {cache_size}")
+        require(memo_size >= 0, f"RerankRetriever: memo_size must be >= 0, got {memo_size}")
+        self.base = base
+        self.clouds = clouds
+        self.top_k = int(top_k)
+        self.config = config or RerankConfig()
+        self.cache_size = int(cache_size)
+        self.memo_size = int(memo_size)
+        self._cache: OrderedDict[int, PreparedCloud] = OrderedDict()
+        self._memo: OrderedDict[tuple[int, int], Verification] = OrderedDict()
+
+    @property
+    def verified_pairs(self) -> list[tuple[int, int]]:
+        """The memoised (query item, item) pairs, oldest first."""
+        return list(self._memo)
+
+    def _cloud(self, item: int) -> PreparedCloud:
+        hit = self._cache.get(item)
+        if hit is not None:
+            self._cache.move_to_end(item)
+            return hit
+        raw = self.clouds(item) if callable(self.clouds) else self.clouds[item]
+        prepared = prepare(raw, self.config, f"item {item}")
+        self._cache[item] = prepared
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return prepared
+
+    def _verified(self, query_item: int, items: Sequence[int]) -> list[Verification]:
+        """Verifications of ``query_item`` against each of ``items`` (memoised); the
+        query's rotated spectra are computed at most once."""
+        spectra: np.ndarray | None = None
+        out = []
+        for item in items:
+            key = (query_item, item)
+            ver = self._memo.get(key)
+            if ver is not None:
+                self._memo.move_to_end(key)
+            else:
+                q = self._cloud(query_item)
+                if spectra is None:
+                    spectra = _query_spectra(q, self.config)
+                ver = _verify(q, self._cloud(item), self.config, spectra)
+                if self.memo_size:
+                    self._memo[key] = ver
+                    while len(self._memo) > self.memo_size:
+                        self._memo.popitem(last=False)
+            out.append(ver)
+        return out
+
+    def verification(self, query_item: int, item: int) -> Verification:
+        """Verification of global item ``query_item`` (as the query) against global item
+        ``item`` (memoised)."""
+        return self._verified(int(query_item), [int(item)])[0]
+
+    def rank(
+        self,
+        query: np.ndarray,
+        database: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None = None,
+    ) -> Ranking:
+        """(Q, k) ranking of the ``query`` items (Q,) among the ``database`` items (M,),
+        positions into ``database``, as in the :class:`~hotformerloc.eval.Retriever`
+        protocol."""
+        q = np.asarray(query, np.int64)
+        db = np.asarray(database, np.int64)
+        base = self.base.rank(q, db, max(int(k), self.top_k), exclude)
+        b_idx = np.asarray(base.indices, np.int64)
+        b_dist = np.asarray(base.distances, np.float64)
+        idx = np.full((q.shape[0], k), -1, np.int64)
+        dist = np.full((q.shape[0], k), np.inf)
+        for row in range(q.shape[0]):
+            valid = np.flatnonzero(b_idx[row] >= 0)
+            head, tail = valid[: self.top_k], valid[self.top_k :]
+            vers = self._verified(int(q[row]), [int(db[b_idx[row, p]]) for p in head])
+            fit = np.array([v.fitness for v in vers], np.float64)
+            perm = np.array(_order(fit), np.int64)
+            cols = np.concatenate([head[perm], tail])[:k]
+            d_tail = b_dist[row, tail]
+            offset = d_tail[0] if d_tail.size else 0.0
+            d = np.concatenate([1.0 - fit[perm], 1.0 + (d_tail - offset)])
+            idx[row, : cols.size] = b_idx[row, cols]
+            dist[row, : cols.size] = d[: cols.size]
+        return Ranking(idx, dist)
