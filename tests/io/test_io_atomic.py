@@ -90,3 +90,25 @@ def test_writer_failing_midway_keeps_previous_file(
         write_pointcloud(target, PointCloud(np.zeros((5, 3))))
     assert len(read_pointcloud(target)) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["cloud.pcd"]
+
+
+def test_remove_stale_temporaries_deletes_only_writer_leftovers(tmp_path: Path) -> None:
+    from hotformerloc.io.atomic import remove_stale_temporaries
+
+    (tmp_path / "w" / "seq").mkdir(parents=True)
+    stale = [tmp_path / "a.pcd.tmp-0123456789ab", tmp_path / "w" / "seq" / "b.csv.tmp-abcdef012345"]
+    kept = [
+        tmp_path / "a.pcd",
+        tmp_path / "notes.tmp-draft",  # not a writer's name
+        tmp_path / "c.pcd.tmp-0123456789abc",  # 13 hex digits
+    ]
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    # the writer's own temporary names are the ones recognised
+    with atomic_write(tmp_path / "d.pcd") as tmp:
+        tmp.write_bytes(b"y")
+        assert remove_stale_temporaries(tmp_path) == 1 and not tmp.exists()
+        tmp.write_bytes(b"y")
+    assert (tmp_path / "d.pcd").read_bytes() == b"y"

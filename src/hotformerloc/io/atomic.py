@@ -10,10 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+#: Infix of the temporary files: ``<name>.tmp-<12 hex digits>``.
+TMP_MARK = ".tmp-"
+_TMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{12}$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left
+    anywhere under ``folder``; returns how many. Call it only when no writer is running."""
+    n = 0
+    for p in Path(folder).rglob(f"*{TMP_MARK}*"):
+        if p.is_file() and _TMP_NAME.fullmatch(p.name):
+            p.unlink()
+            n += 1
+    return n
 
 
 @contextmanager
@@ -26,7 +42,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     options to libraries that infer them from the file name.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(6)}")
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{secrets.token_hex(6)}")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp

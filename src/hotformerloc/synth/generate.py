@@ -40,7 +40,12 @@ from scipy.spatial import cKDTree
 from hotformerloc import __version__
 from hotformerloc.config import ConfigError, to_dict
 from hotformerloc.io import PointCloud, Source, write_pointcloud
-from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text, sha256_file
+from hotformerloc.io.atomic import (
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_temporaries,
+    sha256_file,
+)
 from hotformerloc.submaps import process_submap
 from hotformerloc.synth.config import GeneratorConfig, TraversalConfig, WorldConfig
 from hotformerloc.synth.sensors import aerial_survey, ground_scan
@@ -538,6 +543,7 @@ def generate(
     out = Path(out)
     digest = config_digest(cfg)
     discarded = _check_state(out, digest)
+    remove_stale_temporaries(out)  # left by a killed earlier run; never listed in the manifest
     (out / CACHE_DIR).mkdir(exist_ok=True)
     all_plans: list[list[SubmapPlan]] = []
     ground_tasks: list[SubmapPlan] = []
