@@ -34,6 +34,7 @@ from hotformerloc.index.search import SearchFilter
 from hotformerloc.io import FORMATS, read_pointcloud
 from hotformerloc.io._pcd import quaternion_to_matrix
 from hotformerloc.io.pointcloud import SOURCES
+from hotformerloc.io.poses import POSE_COLUMNS
 
 if TYPE_CHECKING:
     from hotformerloc.index.rerank import RerankConfig, Verification
@@ -46,7 +47,6 @@ POSES_FILE = "poses.csv"
 #: A benchmark world folder holds this file (:mod:`hotformerloc.data.benchmark`, imported
 #: lazily: ``hotformerloc.data`` imports torch).
 SPLIT_FILE = "split.csv"
-POSE_COLUMNS = ("timestamp", "x", "y", "z", "qx", "qy", "qz", "qw")
 #: Seed of the weights of an untrained registered model (reproducible across processes).
 UNTRAINED_SEED = 0
 

@@ -21,7 +21,6 @@ existing submap file is kept; ``manifest.json`` is written last.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -46,6 +45,7 @@ from hotformerloc.io.atomic import (
     remove_stale_temporaries,
     sha256_file,
 )
+from hotformerloc.io.poses import csv_text, poses_csv_text
 from hotformerloc.submaps import process_submap
 from hotformerloc.synth.config import GeneratorConfig, TraversalConfig, WorldConfig
 from hotformerloc.synth.sensors import aerial_survey, ground_scan
@@ -355,23 +355,6 @@ def _run(
 # --------------------------------------------------------------------------- outputs
 
 
-def _csv(rows: Iterable[Iterable[object]], header: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def _poses_csv(plans: list[SubmapPlan]) -> str:
-    rows = []
-    for p in plans:
-        q = quat_from_rot(p.pose[:3, :3])
-        t = p.pose[:3, 3]
-        rows.append([f"{p.timestamp:.6f}", *(f"{v:.6f}" for v in t), *(f"{v:.9f}" for v in q)])
-    return _csv(rows, ["timestamp", "x", "y", "z", "qx", "qy", "qz", "qw"])
-
-
 def make_test_regions(cfg: GeneratorConfig, world: World) -> list[list[list[float]]]:
     """Axis-aligned squares (closed polygons, xy) centred on evenly spaced route points."""
     route = np.asarray(world.route(), np.float64)
@@ -612,7 +595,12 @@ def generate(
         for name in sorted({p.sequence for p in plans}):
             sp = [p for p in kept if p.sequence == name]
             (out / wcfg.name / name / "clouds").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / wcfg.name / name / "poses.csv", _poses_csv(sp))
+            atomic_write_text(
+                out / wcfg.name / name / "poses.csv",
+                poses_csv_text(
+                    (p.timestamp, p.pose[:3, 3], quat_from_rot(p.pose[:3, :3])) for p in sp
+                ),
+            )
         xy = np.array([p.pose[:2, 3] for p in kept]).reshape(-1, 2)
         seq = np.array([p.sequence for p in kept])
         is_ground = np.array([p.traversal >= 0 for p in kept], bool)
@@ -635,7 +623,7 @@ def generate(
         ]
         atomic_write_text(
             out / wcfg.name / "split.csv",
-            _csv(rows, ["sequence", "timestamp", "x", "y", "source", "split"]),
+            csv_text(["sequence", "timestamp", "x", "y", "source", "split"], rows),
         )
         c: dict[str, int] = {}
         for p, s in zip(kept, split, strict=True):

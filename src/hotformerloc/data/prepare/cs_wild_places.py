@@ -60,6 +60,7 @@ from hotformerloc.data.prepare.regions import load_regions
 from hotformerloc.data.prepared import EvalLocationSpec, EvalRunSpec, EvaluationSpec
 from hotformerloc.data.tuples import build_tuples
 from hotformerloc.io import PointCloud, PointCloudError, read_pointcloud
+from hotformerloc.io.poses import POSE_COLUMNS
 
 SUBSETS = {"baseline": ("karawatha", "venman"), "unseen": ("qcat", "samford")}
 GROUPS = {"baseline": "Baseline", "unseen": "Unseen"}
@@ -68,7 +69,6 @@ FOREST_NAMES = {"karawatha": "Karawatha", "venman": "Venman", "qcat": "QCAT", "s
 WHOLE_AREA = ("qcat", "samford")
 VARIANTS = {"normalised": 1.0, "metric": 1.0 / 30.0}
 CLOUDS, POSES = "clouds", "poses.csv"
-POSE_COLUMNS = ("timestamp", "x", "y", "z", "qx", "qy", "qz", "qw")
 POS_RADIUS, NEG_RADIUS, THRESHOLD, BUFFER = 15.0, 60.0, 30.0, 30.0
 #: A normalised cloud lies in [-1, 1]; this slack absorbs float32 rounding.
 NORMALISED_LIMIT = 1.0 + 1e-5

@@ -60,6 +60,7 @@ from hotformerloc.data.prepare.reference import (
 from hotformerloc.data.prepare.regions import RegionsFile, load_regions
 from hotformerloc.data.prepared import EvalLocationSpec, EvalRunSpec, EvaluationSpec
 from hotformerloc.data.tuples import build_tuples
+from hotformerloc.io.poses import POSE_COLUMNS
 
 FORESTS = {"venman": "Venman", "karawatha": "Karawatha"}
 SEQUENCES = {
@@ -70,7 +71,6 @@ TRAIN_SEQUENCES = 2
 RELEASES = {"pcd": (".pcd", "pcd"), "v3": (".bin", "kitti")}
 CLOUD_FOLDERS = ("Clouds_downsampled", "Clouds")
 POSES, POSES_FIXED = "poses_aligned.csv", "poses_aligned_fixed.csv"
-POSE_COLUMNS = ("timestamp", "x", "y", "z", "qx", "qy", "qz", "qw")
 POS_RADIUS, NEG_RADIUS, THRESHOLD = 3.0, 50.0, 3.0
 #: Submaps of about 30 m radius: 1/30 maps them roughly into [-1, 1].
 SCALE = 1.0 / 30.0

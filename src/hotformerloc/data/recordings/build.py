@@ -14,8 +14,6 @@ so ``out`` is either absent, the previous output, or complete.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import secrets
@@ -42,6 +40,7 @@ from hotformerloc.data.recordings.layouts import (
 from hotformerloc.io import PointCloud, PointCloudError, Source, read_pointcloud, write_pointcloud
 from hotformerloc.io._pcd import matrix_to_quaternion
 from hotformerloc.io.atomic import atomic_write_text, sha256_file
+from hotformerloc.io.poses import csv_text, poses_csv_text
 from hotformerloc.submaps import SubmapConfig, process_submap, voxel_downsample
 
 #: (stage, done, total) progress callback, as in :mod:`hotformerloc.synth.generate`.
@@ -313,26 +312,10 @@ def aerial_submaps(
 # --------------------------------------------------------------------------- outputs
 
 
-def _csv(rows: list[list[str]], header: tuple[str, ...]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def _poses_csv(records: list[SubmapRecord]) -> str:
-    rows = []
-    for r in records:
-        w, x, y, z = matrix_to_quaternion(r.pose[:3, :3])
-        rows.append(
-            [
-                f"{r.timestamp:.6f}",
-                *(f"{v:.6f}" for v in r.pose[:3, 3]),
-                *(f"{v:.9f}" for v in (x, y, z, w)),
-            ]
-        )
-    return _csv(rows, ("timestamp", "x", "y", "z", "qx", "qy", "qz", "qw"))
+def _xyzw(rotation: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) of a 3x3 rotation."""
+    w, x, y, z = matrix_to_quaternion(rotation)
+    return np.array([x, y, z, w])
 
 
 def _protocol(layout: str, cfg: RecordingConfig, sources: set[str], grounds: int) -> dict:
@@ -407,12 +390,15 @@ def _build(
     base = folder / world
     for seq in seqs:
         mine = [r for r in recs if r.sequence == seq.name]
-        atomic_write_text(base / seq.name / "poses.csv", _poses_csv(mine))
+        atomic_write_text(
+            base / seq.name / "poses.csv",
+            poses_csv_text((r.timestamp, r.pose[:3, 3], _xyzw(r.pose[:3, :3])) for r in mine),
+        )
     rows = [
         [r.sequence, f"{r.timestamp:.6f}", f"{x:.3f}", f"{y:.3f}", r.source, s]
         for r, (x, y), s in zip(recs, xy, split, strict=True)
     ]
-    atomic_write_text(base / SPLIT_FILE, _csv(rows, COLUMNS))
+    atomic_write_text(base / SPLIT_FILE, csv_text(COLUMNS, rows))
     if regions:
         blob = {"regions": [p.tolist() for p in regions], "buffer": cfg.split.buffer}
         atomic_write_text(base / REGIONS_FILE, json.dumps(blob, indent=1) + "\n")

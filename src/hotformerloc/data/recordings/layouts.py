@@ -26,12 +26,12 @@ from scipy.spatial.transform import Rotation, Slerp
 from hotformerloc.data.recordings.config import RecordingConfig
 from hotformerloc.io import FORMATS, PointCloudError, Source, read_pointcloud
 from hotformerloc.io.pointcloud import check_rigid
+from hotformerloc.io.poses import POSE_COLUMNS
 
 Severity = Literal["error", "warning", "info"]
 Finding = tuple[str, str]
 
 LAYOUTS = ("sequence", "kitti")
-POSE_COLUMNS = ("timestamp", "x", "y", "z", "qx", "qy", "qz", "qw")
 POSES_FILE = "poses.csv"
 TIMES_FILE = "times.txt"
 SOURCE_FILE = "source.txt"
