@@ -82,7 +82,7 @@ def main() -> None:
             result_log = fit_local(cfg, run, nproc=args.nproc, resume=resume).log
         train_s = time.perf_counter() - t1
         model, _ = load_model(run / "best.safetensors")
-        desc = embed_benchmark(model, bench, None, cfg.data.scale)  # type: ignore[arg-type]
+        desc = embed_benchmark(model, bench, None)
         summary = evaluate_retriever(DescriptorRetriever(desc), bench).summary()
         rows.append(
             {

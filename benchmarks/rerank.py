@@ -150,11 +150,10 @@ def main() -> None:
         bench = subsample(full, args.limit)
         poses = read_poses(bench)
         t0 = time.perf_counter()
-        model, ck = load_model(args.model)
+        model, _ = load_model(args.model)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}") from None
-    scale = ck.extra.get("data_scale", 1.0 / 30.0) if ck is not None else 1.0 / 30.0
-    desc = embed_benchmark(model, bench, None, scale)
+    desc = embed_benchmark(model, bench, None)
     t_embed = time.perf_counter() - t0
     eval_cfg = BenchmarkEvalConfig()
     base = DescriptorRetriever(desc)

@@ -25,7 +25,7 @@ from hotformerloc.io import PointCloud, write_pointcloud
 from hotformerloc.model import get_model_config, prepare_points
 from hotformerloc.octree import Octree, build_octree
 
-CONFIG = get_model_config("hotformerloc-tiny")  # depth 6, bbox-normalised
+CONFIG = get_model_config("hotformerloc-tiny", input_scale=1 / 30)  # depth 6, bbox-normalised
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Benchmark:
 @pytest.fixture(scope="module")
 def train(bench: Benchmark) -> tuple[SubmapDataset, Tuples]:
     idx = bench.select(split="train")
-    return SubmapDataset(bench, idx, scale=1 / 30), build_tuples(
-        bench.xy[idx], bench.world[idx], 6.0, 12.0
-    )
+    return SubmapDataset(bench, idx), build_tuples(bench.xy[idx], bench.world[idx], 6.0, 12.0)
 
 
 def same_octree(a: Octree, b: Octree) -> bool:
@@ -76,21 +74,30 @@ def same_batch(a: Batch, b: Batch) -> bool:
     )
 
 
-def test_dataset_scale(bench: Benchmark) -> None:
+def test_dataset_yields_stored_clouds(bench: Benchmark) -> None:
     idx = np.array([3, 20, 7])
-    scaled, raw = SubmapDataset(bench, idx, 1 / 30), SubmapDataset(bench, idx, None)
-    assert len(scaled) == 3
+    raw, turned = SubmapDataset(bench, idx), SubmapDataset(bench, idx, yaw_deg=90.0)
+    assert len(raw) == 3
     x = raw[1]
     assert x.dtype == torch.float32 and x.shape == (150, 3)
     np.testing.assert_array_equal(x.numpy(), bench.load_cloud(20))
-    torch.testing.assert_close(scaled[1], x * np.float32(1 / 30))
-    assert scaled[1].abs().max() <= 1.0
+    torch.testing.assert_close(turned[1][:, 0], -x[:, 1], atol=1e-5, rtol=0)
     with pytest.raises(IndexError):
-        scaled[3]
-    with pytest.raises(ValueError, match="scale"):
-        SubmapDataset(bench, idx, 0.0)
+        raw[3]
     with pytest.raises(ValueError, match="row indices"):
-        SubmapDataset(bench, np.array([24]), None)
+        SubmapDataset(bench, np.array([24]))
+
+
+def test_collate_applies_the_model_input_scale(train: tuple[SubmapDataset, Tuples]) -> None:
+    """input_scale is applied before everything else: with no normalisation, the leaf
+    points of raw metric clouds are the scaled points' leaves."""
+    ds, _ = train
+    cfg = get_model_config("hotformerloc-tiny", input_scale=1 / 30, normalize_points=False)
+    out = Collate(cfg, None, None, split_size=2, seed=0)([(j, ds[j]) for j in (1, 2)])
+    scaled = [ds[j] * (1 / 30) for j in (1, 2)]
+    assert all(float(c.abs().max()) <= 1.0 for c in scaled)
+    ref = build_octree(scaled, cfg.octree_depth, cfg.full_depth)
+    assert same_octree(out.octrees[0], ref)
 
 
 def test_collate_chunks_and_masks(train: tuple[SubmapDataset, Tuples]) -> None:

@@ -48,26 +48,26 @@ def model() -> torch.nn.Module:
 def test_yaw_views_equal_reference_average(model: torch.nn.Module, tmp_path: Path) -> None:
     clouds = [_cloud(s) for s in range(3)]
     views = 3
-    got = embed_benchmark(model, _bench(tmp_path / "a", clouds), scale=1 / 30, yaw_views=views)
+    got = embed_benchmark(model, _bench(tmp_path / "a", clouds), yaw_views=views)
     ref = np.zeros_like(got)
     for v in range(views):
         rotated = [c @ _rot(360.0 * v / views).T for c in clouds]
-        ref += embed_benchmark(model, _bench(tmp_path / f"r{v}", rotated), scale=1 / 30)
+        ref += embed_benchmark(model, _bench(tmp_path / f"r{v}", rotated))
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    single = embed_benchmark(model, _bench(tmp_path / "a", clouds), scale=1 / 30)
+    single = embed_benchmark(model, _bench(tmp_path / "a", clouds))
     assert np.abs(single - got).max() > 1e-3  # the views do change the descriptor
 
 
 def test_four_views_are_invariant_to_quarter_turns(model: torch.nn.Module, tmp_path: Path) -> None:
     clouds = [_cloud(s) for s in range(3)]
     turned = [(c @ _rot(90.0).T) for c in clouds]
-    a = embed_benchmark(model, _bench(tmp_path / "a", clouds), scale=1 / 30, yaw_views=4)
-    b = embed_benchmark(model, _bench(tmp_path / "b", turned), scale=1 / 30, yaw_views=4)
+    a = embed_benchmark(model, _bench(tmp_path / "a", clouds), yaw_views=4)
+    b = embed_benchmark(model, _bench(tmp_path / "b", turned), yaw_views=4)
     np.testing.assert_allclose(a, b, atol=1e-4)
-    plain_a = embed_benchmark(model, _bench(tmp_path / "a", clouds), scale=1 / 30)
-    plain_b = embed_benchmark(model, _bench(tmp_path / "b", turned), scale=1 / 30)
+    plain_a = embed_benchmark(model, _bench(tmp_path / "a", clouds))
+    plain_b = embed_benchmark(model, _bench(tmp_path / "b", turned))
     assert np.abs(plain_a - plain_b).max() > 1e-3  # without views the model is not invariant
 
 

@@ -108,7 +108,7 @@ def test_info_reports_schema_counts_and_checksums(data):
     assert code == 0
     info = json.loads(out)
     assert info["count"] == 6 and info["dim"] == 256 and info["metric"] == "l2-unit"
-    assert info["model"]["name"] == "hotformerloc-tiny" and info["model"]["data_scale"] == 1 / 30
+    assert info["model"]["name"] == "hotformerloc-tiny" and info["model"]["data_scale"] is None
     assert info["counts"]["source"] == {"aerial": 3, "ground": 3}
     assert info["counts"]["sequence"] == {"forest/aerial": 3, "forest/ground_01": 3}
     assert info["checksums"].startswith("ok")
@@ -176,9 +176,9 @@ def test_another_model_is_refused(data, db_copy, tmp_path):
     from hotformerloc.model.checkpoint import save_checkpoint
 
     torch.manual_seed(1)
-    model = create_model("hotformerloc-tiny")
+    model = create_model("hotformerloc-tiny", input_scale=0.05)
     ckpt = tmp_path / "other.safetensors"
-    save_checkpoint(ckpt, model, "hotformerloc-tiny", to_dict(model.config), {"data_scale": 0.05})
+    save_checkpoint(ckpt, model, "hotformerloc-tiny", to_dict(model.config))
     for args in (
         ("db", "add", "--db", str(db_copy), "--data", str(data / "plain"), "--model", str(ckpt)),
         ("query", "--db", str(db_copy), str(data / "plain" / "5.000000.pcd"), "-m", str(ckpt)),

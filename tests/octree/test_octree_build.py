@@ -30,11 +30,14 @@ def key_of(x: int, y: int, z: int, depth: int) -> int:
     return key
 
 
-def reference_octree(samples: list[np.ndarray], depth: int) -> dict[str, dict[int, np.ndarray]]:
+def reference_octree(
+    samples: list[np.ndarray], depth: int, unit_edge: str = "clamp"
+) -> dict[str, dict[int, np.ndarray]]:
     """Dense-grid reference: per depth sorted non-empty cells per sample, tables by dict lookup.
 
-    Cells follow ocnn: trunc((p + 1) * 2^(depth-1)) in float32, clamped to the grid; the
-    cell at depth d is the leaf cell >> (depth - d).
+    Cells follow ocnn: trunc((p + 1) * 2^(depth-1)) in float32, then the overflowing cell
+    2^depth is clamped to the last cell ("clamp") or wrapped to 0 ("wrap", ocnn); the cell at
+    depth d is the leaf cell >> (depth - d). Leaf points average the points as given.
     """
     out: dict[str, dict[int, list]] = {
         name: {d: [] for d in range(depth + 1)}
@@ -44,7 +47,11 @@ def reference_octree(samples: list[np.ndarray], depth: int) -> dict[str, dict[in
     offset = dict.fromkeys(range(depth + 1), 0)
     for b, pts in enumerate(samples):
         scaled = (pts.astype(np.float32) + np.float32(1)) * np.float32(2 ** (depth - 1))
-        leaf_cells = np.clip(np.trunc(scaled).astype(np.int64), 0, 2**depth - 1)
+        leaf_cells = np.trunc(scaled).astype(np.int64)
+        if unit_edge == "wrap":
+            leaf_cells = np.where(leaf_cells == 2**depth, 0, leaf_cells)
+        else:
+            leaf_cells = np.clip(leaf_cells, 0, 2**depth - 1)
         index: dict[int, dict[tuple[int, int, int], int]] = {}
         cells_at: dict[int, list[tuple[int, int, int]]] = {}
         for d in range(depth + 1):
@@ -94,8 +101,10 @@ def reference_octree(samples: list[np.ndarray], depth: int) -> dict[str, dict[in
     return ref
 
 
-def assert_matches_reference(octree: Octree, samples: list[np.ndarray], depth: int) -> None:
-    ref = reference_octree(samples, depth)
+def assert_matches_reference(
+    octree: Octree, samples: list[np.ndarray], depth: int, unit_edge: str = "clamp"
+) -> None:
+    ref = reference_octree(samples, depth, unit_edge)
     b = len(samples)
     assert octree.depth == depth and octree.batch_size == b
     for d in range(depth + 1):
@@ -262,3 +271,53 @@ def test_max_depth_and_octree_to() -> None:
     moved = octree.to("cpu")
     assert moved is not octree and torch.equal(moved.neighbours[5], octree.neighbours[5])
     assert moved.coord_cache.keys() == octree.coord_cache.keys()
+
+
+def assert_same_octree(a: Octree, b: Octree) -> None:
+    assert (a.depth, a.full_depth, a.batch_size) == (b.depth, b.full_depth, b.batch_size)
+    for d in range(a.depth + 1):
+        for field in ("keys", "batch_id", "counts"):
+            assert torch.equal(getattr(a, field)[d], getattr(b, field)[d])
+    for field in ("neighbours", "children", "parent"):
+        ta, tb = getattr(a, field), getattr(b, field)
+        assert ta.keys() == tb.keys()
+        assert all(torch.equal(ta[d], tb[d]) for d in ta)
+    assert torch.equal(a.points, b.points)
+
+
+def edge_cloud(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random points, a third of them with one or more coordinates snapped to +1 or -1."""
+    pts = random_cloud(rng, n)
+    snap = rng.random((n, 3)) < 0.12
+    pts[snap] = np.sign(pts[snap])
+    assert (pts == 1).any(0).all()
+    return pts
+
+
+@pytest.mark.parametrize("unit_edge", ["wrap", "clamp"])
+def test_edge_cloud_batch_matches_dense_reference(unit_edge: str) -> None:
+    """Keys, neighbours, children, parents and leaf means with edge points, batched (a wrapped
+    cell must not leak into the sample bits above the key)."""
+    rng = np.random.default_rng(11)
+    samples = [edge_cloud(rng, 300), lidar_like(rng, 400), edge_cloud(rng, 50)]
+    octree = build_octree([torch.from_numpy(s) for s in samples], 4, unit_edge=unit_edge)
+    assert_matches_reference(octree, samples, 4, unit_edge)
+    for b, s in enumerate(samples):
+        alone = build_octree(torch.from_numpy(s), 4, unit_edge=unit_edge)
+        lo, hi = (int(v) for v in octree.ptr(4)[b : b + 2])
+        assert torch.equal(octree.keys[4][lo:hi], alone.keys[4])
+
+
+@pytest.mark.parametrize("depth", [2, 6, 9])
+def test_without_edge_points_both_modes_give_identical_octrees(depth: int) -> None:
+    rng = np.random.default_rng(depth)
+    pts = lidar_like(rng, 1200)
+    pts[0] = [-1.0, -1.0, -1.0]  # -1 is no edge case
+    pts[1] = [0.9999998, -1.0, 0.9999998]  # float32 1 - 3 * 2^-24: + 1 stays below 2
+    assert not (pts == 1).any()
+    samples = [torch.from_numpy(pts), torch.from_numpy(random_cloud(rng, 300))]
+    for points in (samples[0], samples):
+        assert_same_octree(
+            build_octree(points, depth, unit_edge="wrap"),
+            build_octree(points, depth, unit_edge="clamp"),
+        )

@@ -62,12 +62,14 @@ def test_cylindrical_mapping() -> None:
     seam = to_cylindrical(torch.tensor([[-0.5, 0.0, 0.0], [-0.5, -0.0, 0.0]]))
     assert seam[:, 1].tolist() == [1.0, -1.0]
     assert build_octree(seam, 3).coords(3)[:, 1].tolist() == [0, 7]
+    # phi' = 1 is a unit-edge coordinate: ocnn wraps it to azimuth cell 0, next to phi' = -1.
+    assert build_octree(seam, 3, unit_edge="wrap").coords(3)[:, 1].tolist() == [0]
 
 
 def test_cylindrical_values_are_in_the_unit_cube_and_rho_filter() -> None:
     xyz = torch.empty(2000, 3).uniform_(-1, 1, generator=torch.Generator().manual_seed(2))
     kept, keep = filter_to_unit(xyz, radial=True)
-    rho = xyz[:, :2].norm(dim=1)
+    rho = torch.sqrt(xyz[:, 0] * xyz[:, 0] + xyz[:, 1] * xyz[:, 1])  # as to_cylindrical
     assert torch.equal(keep, rho <= 1)
     assert torch.equal(kept, xyz[rho <= 1])
     cyl = to_cylindrical(kept)
@@ -179,3 +181,24 @@ def test_one_point_or_one_voxel_gives_a_chain_of_single_nodes(pts: torch.Tensor)
         if d >= 1:
             assert octree.parent[d].tolist() == [0]
     torch.testing.assert_close(octree.points, pts.mean(0, keepdim=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cylindrical_mapping_follows_numpy_interp_bit_for_bit(dtype: torch.dtype) -> None:
+    """rho' = interp(rho, [0, 1], [-1, 1]), phi' = interp(phi, [-pi, pi], [-1, 1]) in float64
+    (numpy), cast back; rho = torch.sqrt(x*x + y*y) and phi = torch.atan2(y, x) in ``dtype``."""
+    gen = torch.Generator().manual_seed(3)
+    xyz = torch.empty(5000, 3, dtype=dtype).uniform_(-1, 1, generator=gen)
+    xyz[:4, :2] = torch.tensor([[-0.5, 0.0], [0.0, 0.0], [1.0, 0.0], [0.6, -0.8]], dtype=dtype)
+    x, y = xyz[:, 0], xyz[:, 1]
+    rho = torch.sqrt(x * x + y * y).numpy()  # includes rho > 1 (interp's right branch)
+    phi = torch.atan2(y, x).numpy()
+    expected_rho = np.interp(rho, (0, 1), (-1, 1)).astype(rho.dtype).clip(-1, 1)
+    expected_phi = np.interp(phi, (-np.pi, np.pi), (-1, 1)).astype(phi.dtype).clip(-1, 1)
+    cyl = to_cylindrical(xyz)
+    assert cyl.dtype == dtype
+    np.testing.assert_array_equal(cyl[:, 0].numpy(), expected_rho)
+    np.testing.assert_array_equal(cyl[:, 1].numpy(), expected_phi)
+    assert torch.equal(cyl[:, 2], xyz[:, 2])
+    # x = -0.5, y = +0: phi = pi (exactly numpy's pi in float64, just above it in float32).
+    assert cyl[0, 1].item() == 1.0 and cyl[1].tolist()[:2] == [-1.0, 0.0]

@@ -22,8 +22,8 @@ ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
 
 def write_config(path: Path, root: Path, epochs: int) -> Path:
     cfg = {
-        "model_overrides": {"grad_checkpoint": False},
-        "data": {"root": str(root), "scale": 1.0 / 30.0},
+        "model_overrides": {"grad_checkpoint": False, "input_scale": 1.0 / 30.0},
+        "data": {"root": str(root)},
         "batch_size": 8,
         "batch_split_size": 4,
         "epochs": epochs,
@@ -107,9 +107,7 @@ def test_eval_rerank_scores_the_reranked_retriever(tmp_path: Path) -> None:
     root = write_place_benchmark(tmp_path / "b", places=4)
     ckpt = tmp_path / "m.safetensors"
     net, _ = load_model("hotformerloc-tiny")
-    save_checkpoint(
-        ckpt, net, "hotformerloc-tiny", to_dict(net.config), extra={"data_scale": 1 / 30}
-    )
+    save_checkpoint(ckpt, net, "hotformerloc-tiny", to_dict(net.config))
     res = run("eval", "-d", str(root), "-m", str(ckpt), "--rerank", "3", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -118,7 +116,7 @@ def test_eval_rerank_scores_the_reranked_retriever(tmp_path: Path) -> None:
     # the same numbers from the library: the model's retriever, re-ranked
     bench = Benchmark.load(root)
     model, _ = load_model(str(ckpt))
-    base = DescriptorRetriever(embed_benchmark(model, bench, scale=1 / 30))
+    base = DescriptorRetriever(embed_benchmark(model, bench))
     want = evaluate_retriever(RerankRetriever(base, bench.load_cloud, top_k=3), bench)
     assert out[names[1]] == json.loads(json.dumps(want.to_dict()))
     res = run("eval", "-d", str(root), "--scancontext", "--rerank", "3")

@@ -15,8 +15,8 @@ from hotformerloc.train.config import TrainConfig, load_train_config, train_pres
 from hotformerloc.train.trainer import Trainer
 
 SMALL = {
-    "model_overrides": {"grad_checkpoint": False},
-    "data": {"scale": 1.0 / 30.0, "pos_radius": 15.0, "neg_radius": 60.0},
+    "model_overrides": {"grad_checkpoint": False, "input_scale": 1.0 / 30.0},
+    "data": {"pos_radius": 15.0, "neg_radius": 60.0},
     "batch_size": 8,
     "batch_split_size": 4,
     "val_batch_size": 8,
@@ -137,7 +137,10 @@ def test_best_checkpoint_by_validation_ar1(bench: Path, tmp_path: Path) -> None:
     res = Trainer(config(bench), tmp_path / "run", validate=lambda m: {"ar1": next(scores)}).fit()
     assert (res.best_epoch, res.best_score) == (2, 30.0)
     assert load_checkpoint(tmp_path / "run" / "best.safetensors").extra["epoch"] == 2
-    assert load_checkpoint(tmp_path / "run" / "last.safetensors").extra["epoch"] == 3
+    last = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert last.extra["epoch"] == 3
+    # the input pipeline travels in the model config, not in a side channel
+    assert last.config["input_scale"] == 1.0 / 30.0 and "data_scale" not in last.extra
 
 
 def test_existing_run_resume_mismatch_and_corrupt_state(bench: Path, tmp_path: Path) -> None:

@@ -248,10 +248,19 @@ def evaluate(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Submaps per forward pass.")] = 32,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    reference_batching: Annotated[
+        bool,
+        typer.Option(
+            "--reference-batching",
+            help="Pad each batch once per depth as the reference does (its batched numbers).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed the evaluation submaps of a prepared dataset and score its protocol (AR@1,
     AR@1%, MRR)."""
+    import dataclasses
+
     import torch
 
     from hotformerloc.data.prepared import PreparedDataset
@@ -263,6 +272,8 @@ def evaluate(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
     net, _ = load_model(model)
+    if reference_batching:
+        net.config = dataclasses.replace(net.config, window_batching="reference")
     result = evaluate_prepared_model(net.to(dev), ds, batch_size)
     if as_json:
         print(json.dumps({"dataset": ds.dataset, "model": model, **result.to_dict()}))

@@ -183,7 +183,7 @@ def info(
         table.add_row("updated", s.updated)
         table.add_row("model", f"{s.model.name} ({s.model.spec})")
         table.add_row("weights sha256", s.model.weights_sha256)
-        table.add_row("data scale", str(s.model.data_scale))
+        table.add_row("input scale", str(s.model.data_scale))
         table.add_row("descriptors sha256", s.descriptors_sha256)
         table.add_row("checksums", status)
         console.print(table)

@@ -344,7 +344,13 @@ def embed(
     np.save(buf, desc)
     atomic_write_bytes(out / "descriptors.npy", buf.getvalue())
     atomic_write_text(out / "ids.txt", "".join(f"{f}\n" for f in files))
-    meta = {"model": name, "weights_sha256": sha, "count": len(files), "dim": int(desc.shape[1])}
+    meta = {
+        "model": name,
+        "weights_sha256": sha,
+        "input_pipeline": net.config.input_pipeline(),  # type: ignore[attr-defined]
+        "count": len(files),
+        "dim": int(desc.shape[1]),
+    }
     atomic_write_text(out / "embed.json", json.dumps(meta, indent=1) + "\n")
     console.print(f"{len(files)} descriptors ({desc.shape[1]}-d) from {name} -> {out}")
 
@@ -465,7 +471,6 @@ def evaluate_methods(
     from hotformerloc.eval import DescriptorRetriever
     from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
     from hotformerloc.eval.report import MethodEntry
-    from hotformerloc.index import model_scale
     from hotformerloc.model.checkpoint import load_model
 
     bench = Benchmark.load(data)
@@ -478,8 +483,7 @@ def evaluate_methods(
         for spec in models:
             net, ck = load_model(spec)
             net = net.to(dev)
-            scale = model_scale(ck)
-            desc = embed_benchmark(net, bench, None, scale, batch_size, 0, yaw_views)  # type: ignore[arg-type]
+            desc = embed_benchmark(net, bench, None, batch_size, 0, yaw_views)  # type: ignore[arg-type]
             update(f"embedded {Path(spec).stem}", 1, 1)
             retr = DescriptorRetriever(desc)
             label = spec if ck is None else f"{ck.model} ({Path(spec).name})"
@@ -555,12 +559,14 @@ def eval_(
 
 
 def _register_groups() -> None:
+    from hotformerloc.cli.convert import convert
     from hotformerloc.cli.dataset import dataset_app
     from hotformerloc.cli.db import db_app, query
 
     app.add_typer(dataset_app, name="dataset")
     app.add_typer(db_app, name="db")
     app.command(name="query")(query)
+    app.command(name="convert")(convert)
 
 
 _register_groups()

@@ -32,9 +32,6 @@ class SubmapDataset(Dataset[Tensor]):
     Args:
         benchmark: the benchmark.
         indices: (N,) global row indices; item ``j`` is row ``indices[j]`` (local index j).
-        scale: multiply the metric cloud by this (> 0), e.g. 1/30 maps a 30 m-radius submap
-            into [-1, 1]; ``None`` keeps metres. Irrelevant when the model config
-            bounding-box normalises (the normalisation is scale-invariant).
         yaw_deg: rotate every cloud by this angle (degrees, counter-clockwise) about the
             z axis of its submap frame (test-time rotation views; 0 = as stored).
     """
@@ -43,18 +40,14 @@ class SubmapDataset(Dataset[Tensor]):
         self,
         benchmark: Benchmark,
         indices: np.ndarray,
-        scale: float | None,
         yaw_deg: float = 0.0,
     ) -> None:
         indices = np.asarray(indices, np.int64)
         n = len(benchmark)
         if indices.ndim != 1 or (len(indices) and not 0 <= indices.min() <= indices.max() < n):
             raise ValueError(f"indices must be (N,) row indices in [0, {n})")
-        if scale is not None and not 0 < scale < float("inf"):
-            raise ValueError(f"scale must be > 0 and finite, or None, got {scale}")
         self.benchmark = benchmark
         self.indices = indices
-        self.scale = scale
         c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
         self.rotation = (
             None if yaw_deg % 360 == 0 else np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32)
@@ -64,12 +57,10 @@ class SubmapDataset(Dataset[Tensor]):
         return len(self.indices)
 
     def __getitem__(self, j: int) -> Tensor:
-        """(M, 3) float32 cloud of local index ``j`` (times ``scale``)."""
+        """(M, 3) float32 cloud of local index ``j``, as stored (rotated by ``yaw_deg``)."""
         if not 0 <= j < len(self.indices):
             raise IndexError(f"local index {j} out of range [0, {len(self.indices)})")
         xyz = self.benchmark.load_cloud(int(self.indices[j]))
-        if self.scale is not None:
-            xyz = xyz * np.float32(self.scale)
         if self.rotation is not None:
             xyz = xyz @ self.rotation.T
         return torch.from_numpy(np.ascontiguousarray(xyz, np.float32))
@@ -134,7 +125,8 @@ def batch_seed(seed: int, indices: np.ndarray) -> int:
 class Collate:
     """``[(local index, cloud), ...] -> Batch`` (picklable: runs in loader workers).
 
-    Per cloud: bounding-box normalisation (if ``model_config.normalize_points``), then
+    Per cloud: ``model_config.input_scale``, bounding-box normalisation (if
+    ``model_config.normalize_points``), then
     :func:`augment_sample`; then :func:`augment_set` over the batch; then the range filter
     and cylindrical map (``prepare_points`` without a second normalisation), so the range
     filter comes after *all* augmentations (spec 1.1 caveat). Without augmentation the points
@@ -164,13 +156,15 @@ class Collate:
         self.augment = augment
         self.split_size = split_size
         self.seed = seed
-        self._prepare_config = replace(model_config, normalize_points=False)
+        self._prepare_config = replace(model_config, normalize_points=False, input_scale=None)
 
     def __call__(self, items: list[tuple[int, Tensor]]) -> Batch:
         if not items:
             raise ValueError("Collate: empty batch")
         indices = np.array([j for j, _ in items], np.int64)
         clouds = [check_cloud(c, f"local index {j}") for j, c in items]
+        if self.model_config.input_scale is not None:
+            clouds = [c * self.model_config.input_scale for c in clouds]
         if self.model_config.normalize_points:
             clouds = [bbox_normalise(c) for c in clouds]
         if self.augment is not None:
@@ -187,7 +181,13 @@ class Collate:
             for s in range(0, len(points), self.split_size)
         ]
         octrees = [
-            build_octree(points[c], cfg.octree_depth, cfg.full_depth, neighbours=False)
+            build_octree(
+                points[c],
+                cfg.octree_depth,
+                cfg.full_depth,
+                neighbours=False,
+                unit_edge=cfg.unit_edge,
+            )
             for c in chunks
         ]
         pos, neg = batch_masks(indices, self.tuples) if self.tuples is not None else (None, None)

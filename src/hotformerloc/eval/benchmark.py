@@ -125,13 +125,13 @@ def embed_benchmark(
     model: HOTFormerLoc,
     bench: Benchmark,
     indices: np.ndarray | None = None,
-    scale: float | None = 1.0 / 30.0,
     batch_size: int = 32,
     num_workers: int = 0,
     yaw_views: int = 1,
 ) -> np.ndarray:
     """(len(indices), D) float32 unit descriptors of ``bench``'s submaps (all by default),
-    in eval mode without gradients, on the model's device.
+    in eval mode without gradients, on the model's device. Clouds are prepared by the
+    model config's input pipeline (its ``input_scale`` included).
 
     ``yaw_views`` > 1 embeds each cloud rotated about z by ``360° · v / yaw_views``
     (v = 0 … yaw_views − 1) and returns the L2-normalised mean descriptor: a test-time
@@ -146,7 +146,7 @@ def embed_benchmark(
     total = torch.zeros(len(idx), model.config.output_dim)
     with torch.inference_mode():
         for v in range(yaw_views):
-            data = SubmapDataset(bench, idx, scale, yaw_deg=360.0 * v / yaw_views)
+            data = SubmapDataset(bench, idx, yaw_deg=360.0 * v / yaw_views)
             out = []
             for batch in embedding_loader(data, model.config, batch_size, num_workers):
                 batch = batch.to(device)
@@ -162,7 +162,6 @@ def embed_benchmark(
 def evaluate_model(
     model: HOTFormerLoc,
     bench: Benchmark,
-    scale: float | None = 1.0 / 30.0,
     batch_size: int = 32,
     num_workers: int = 0,
     config: BenchmarkEvalConfig | None = None,
@@ -170,5 +169,5 @@ def evaluate_model(
 ) -> BenchmarkResult:
     """Embed every submap of ``bench`` with ``model`` (``yaw_views``: see
     :func:`embed_benchmark`) and score both protocols."""
-    desc = embed_benchmark(model, bench, None, scale, batch_size, num_workers, yaw_views)
+    desc = embed_benchmark(model, bench, None, batch_size, num_workers, yaw_views)
     return evaluate_retriever(DescriptorRetriever(desc), bench, config)

@@ -108,12 +108,26 @@ def evaluate_prepared_model(
     num_workers: int = 0,
     yaw_views: int = 1,
 ) -> LocationsResult:
-    """Embed the evaluation rows of ``ds`` (scaled by ``ds.scale``; ``yaw_views`` as in
-    :func:`~hotformerloc.eval.benchmark.embed_benchmark`) and score its protocol."""
+    """Embed the evaluation rows of ``ds`` (prepared by the model config's input
+    pipeline; ``yaw_views`` as in :func:`~hotformerloc.eval.benchmark.embed_benchmark`) and
+    score its protocol.
+
+    With ``model.config.window_batching == "reference"`` (where a descriptor depends on the
+    batch) each evaluation set is embedded on its own, in its order, in batches of
+    ``batch_size`` from its first submap, as the reference's evaluation does; otherwise the
+    union of the sets' rows is embedded once.
+    """
     from hotformerloc.eval.benchmark import embed_benchmark
 
-    rows = evaluation_rows(ds)
-    part = embed_benchmark(model, ds, rows, ds.scale, batch_size, num_workers, yaw_views)
-    desc = np.zeros((len(ds), part.shape[1]), np.float32)
-    desc[rows] = part
+    dim = model.config.output_dim
+    desc = np.zeros((len(ds), dim), np.float32)
+    if model.config.window_batching == "reference":
+        runs = [r for loc in ds.evaluation.locations for r in loc.runs]
+        runs += [loc.aerial for loc in ds.evaluation.locations if loc.aerial is not None]
+        for run in runs:
+            rows = np.asarray(run.rows, np.int64)
+            desc[rows] = embed_benchmark(model, ds, rows, batch_size, num_workers, yaw_views)
+    else:
+        rows = evaluation_rows(ds)
+        desc[rows] = embed_benchmark(model, ds, rows, batch_size, num_workers, yaw_views)
     return evaluate_prepared(DescriptorRetriever(desc), ds)

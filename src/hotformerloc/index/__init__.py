@@ -36,7 +36,6 @@ from hotformerloc.index.pipeline import (
     database_embedder,
     embed_places,
     load_embedder,
-    model_scale,
     read_poses_csv,
     scan_places,
 )
@@ -83,7 +82,6 @@ __all__ = [
     "database_embedder",
     "embed_places",
     "load_embedder",
-    "model_scale",
     "numpy_search",
     "read_poses_csv",
     "scan_places",

@@ -117,8 +117,8 @@ class ModelInfo:
 
     ``name``: registered model name; ``weights_sha256``: digest of the weights
     (:func:`hotformerloc.model.checkpoint.tensors_digest`); ``spec``: what loads it again (the
-    registered name, or the absolute checkpoint path); ``data_scale``: metric clouds are
-    multiplied by it before the model (``None``: fed in metres).
+    registered name, or the absolute checkpoint path); ``data_scale``: the model config's
+    ``input_scale`` (metric clouds are multiplied by it first; ``None``: fed as read).
     """
 
     name: str

@@ -38,11 +38,7 @@ from hotformerloc.io.poses import POSE_COLUMNS
 
 if TYPE_CHECKING:
     from hotformerloc.index.rerank import RerankConfig, Verification
-    from hotformerloc.model.checkpoint import Checkpoint
 
-#: Metric clouds are multiplied by this before a model whose checkpoint names no
-#: ``data_scale`` (an untrained registered model, an old checkpoint): 30 m -> 1.
-DEFAULT_DATA_SCALE = 1.0 / 30.0
 POSES_FILE = "poses.csv"
 #: A benchmark world folder holds this file (:mod:`hotformerloc.data.benchmark`, imported
 #: lazily: ``hotformerloc.data`` imports torch).
@@ -62,16 +58,6 @@ class QueryError(DatabaseError):
 
 
 # ---------------------------------------------------------------------------- the model
-def model_scale(checkpoint: Checkpoint | None) -> float | None:
-    """The factor applied to metric clouds before the model: the checkpoint's
-    ``extra["data_scale"]`` when present (``None`` = metres), else :data:`DEFAULT_DATA_SCALE`
-    (the rule of ``hotformerloc eval``)."""
-    if checkpoint is not None and "data_scale" in checkpoint.extra:
-        v = checkpoint.extra["data_scale"]
-        return None if v is None else float(v)
-    return DEFAULT_DATA_SCALE
-
-
 def _device(device: str) -> Any:
     import torch
 
@@ -81,7 +67,8 @@ def _device(device: str) -> Any:
 
 
 class Embedder:
-    """A model in eval mode with its identity (:class:`ModelInfo`) and data scale."""
+    """A model in eval mode with its identity (:class:`ModelInfo`); the model's config
+    says how clouds are prepared (input scale, normalisation, coordinates)."""
 
     def __init__(self, model: Any, info: ModelInfo, device: str = "cpu") -> None:
         self.device = _device(device)
@@ -104,7 +91,6 @@ class Embedder:
         from hotformerloc.model import prepare_points
         from hotformerloc.octree import OctreeInputError
 
-        scale = self.info.data_scale
         tensors = []
         for i, c in enumerate(clouds):
             name = names[i] if names is not None else f"clouds[{i}]"
@@ -113,8 +99,7 @@ class Embedder:
                 raise OctreeInputError(
                     name, f"expected (N, 3) float points, got {a.dtype} {a.shape}"
                 )
-            xyz = np.ascontiguousarray(a, np.float32)
-            t = torch.from_numpy(xyz * np.float32(scale) if scale is not None else xyz)
+            t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
             prepare_points(t, self.model.config, name)  # raises naming this cloud
             tensors.append(t.to(self.device))
         if not tensors:
@@ -145,7 +130,7 @@ def load_embedder(spec: str | Path, device: str = "cpu") -> Embedder:
         name=str(spec) if ck is None else ck.model,
         weights_sha256=tensors_digest(model.state_dict()),
         spec=str(spec) if registered else str(Path(spec).resolve()),
-        data_scale=model_scale(ck),
+        data_scale=model.config.input_scale,
     )
     return Embedder(model, info, device)
 

@@ -1,8 +1,10 @@
 """Transformer blocks of HOTFormerLoc (spec 2.3-2.5) and the per-depth table cache.
 
 * :class:`DepthView`: everything one forward needs about one octree depth (prepared
-  neighbour and child tables, windows, attention layouts, RPE table rows), computed once on
-  first use and shared by every block at that depth;
+  neighbour and child tables, windows, attention layouts, RPE table rows and masks),
+  computed once on first use and shared by every block at that depth; its ``batching``
+  (``per_sample`` or ``reference``, see :mod:`hotformerloc.octree.windows`) decides how the
+  windows are cut and masked;
 * :class:`PreNormBlock`: ``x += DP(MHSA(LN(x))); x += DP(MLP(LN(x)))`` over the groups of
   an :class:`~hotformerloc.model.layers.AttentionLayout` (RTSA is this block over the relay
   tokens of each sample);
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 from hotformerloc.model.config import ADAPE_DIMS
 from hotformerloc.model.layers import (
     CPE,
+    MASK_VALUE,
     MLP,
     RPE,
     Attention,
@@ -42,6 +45,7 @@ from hotformerloc.octree import (
     relative_offsets,
     window_partition,
 )
+from hotformerloc.octree.windows import WindowBatching
 
 _T = TypeVar("_T")
 
@@ -49,14 +53,31 @@ _T = TypeVar("_T")
 class DepthView:
     """Lazily computed, cached tables of one octree depth for one forward pass.
 
-    Attributes: ``octree``, ``depth``, ``patch_size`` (K), ``batch_size`` (B),
-    ``num_nodes`` (N), ``batch_id`` ((N,) int64 sample of each node).
+    Attributes: ``octree``, ``depth``, ``patch_size`` (K), ``batching``, ``pad_dilation``
+    (``reference`` batching pads the depth's node sequence to a multiple of
+    ``K * pad_dilation``), ``batch_size`` (B), ``num_nodes`` (N), ``batch_id`` ((N,) int64
+    sample of each node).
+
+    Relay tokens (H-OSA): one per window owned by a sample, i.e. the first
+    ``windows(1).num_owned`` windows (all of them in ``per_sample`` mode; ``reference``
+    mode's windows of padding only get none: the reference's relay tokens of those windows
+    are masked from every other token and affect nothing).
     """
 
-    def __init__(self, octree: Octree, depth: int, patch_size: int):
+    def __init__(
+        self,
+        octree: Octree,
+        depth: int,
+        patch_size: int,
+        batching: WindowBatching = "per_sample",
+        pad_dilation: int = 1,
+    ):
         self.octree = octree
         self.depth = depth
         self.patch_size = patch_size
+        self.batching = batching
+        self.pad_dilation = pad_dilation
+        self.reference = batching == "reference"
         self.batch_size = octree.batch_size
         self.batch_id = octree.batch_id[depth]
         self.num_nodes = int(self.batch_id.shape[0])
@@ -81,10 +102,17 @@ class DepthView:
         return self._cached(("ch",), lambda: SlotPairs.from_table(self.octree.children[self.depth]))
 
     def windows(self, dilation: int) -> Windows:
-        """Per-sample padded windows of K nodes (dilated when ``dilation`` > 1)."""
+        """Windows of K nodes (dilated when ``dilation`` > 1), per :attr:`batching`."""
         return self._cached(
             ("win", dilation),
-            lambda: window_partition(self.octree, self.depth, self.patch_size, dilation),
+            lambda: window_partition(
+                self.octree,
+                self.depth,
+                self.patch_size,
+                dilation,
+                batching=self.batching,
+                pad_dilation=self.pad_dilation,
+            ),
         )
 
     def layout(self, dilation: int) -> AttentionLayout:
@@ -98,31 +126,63 @@ class DepthView:
     def relay_layout(self) -> AttentionLayout:
         """Layout of the non-dilated windows with each window's relay token prepended.
 
-        Tokens are ``cat([nodes (N), relay tokens (nw)])``; groups have K + 1 slots, slot 0
-        is the window's relay token.
+        Tokens are ``cat([nodes (N), relay tokens (num_owned)])``; groups have K + 1 slots,
+        slot 0 is the window's relay token (padding for a window of padding only).
         """
 
         def make() -> AttentionLayout:
             win = self.windows(1)
             rt = self.num_nodes + torch.arange(win.num_windows, device=win.index.device)
+            if win.num_owned < win.num_windows:
+                rt[win.num_owned :] = -1
             index = torch.cat([rt[:, None], win.index], 1)
-            return AttentionLayout.from_index(index, self.num_nodes + win.num_windows)
+            return AttentionLayout.from_index(index, self.num_nodes + win.num_owned)
 
         return self._cached(("relay_layout",), make)
 
     @property
-    def relay_batch_id(self) -> Tensor:
-        """(N + nw,) sample of each token of :attr:`relay_layout`."""
+    def relay_sample(self) -> Tensor:
+        """(num_owned,) int64 sample of each relay token (its window's left-most sample)."""
         return self._cached(
-            ("relay_batch",), lambda: torch.cat([self.batch_id, self.windows(1).batch])
+            ("relay_sample",), lambda: self.windows(1).batch[: self.windows(1).num_owned]
         )
+
+    @property
+    def relay_batch_id(self) -> Tensor:
+        """(N + num_owned,) sample of each token of :attr:`relay_layout`."""
+        return self._cached(("relay_batch",), lambda: torch.cat([self.batch_id, self.relay_sample]))
+
+    def _token_samples(self, dilation: int, relay: bool) -> Tensor:
+        """(nw, L) sample of each slot (``B`` at padding; the relay slot carries its
+        window's owner)."""
+        win = self.windows(dilation)
+        if relay:
+            return torch.cat([win.batch[:, None], win.sample], 1)
+        return win.sample
+
+    def pair_mask(self, dilation: int, relay: bool, dtype: torch.dtype) -> Tensor | None:
+        """Additive attention mask without RPE: None in ``per_sample`` mode (the layout's key
+        mask is right); in ``reference`` mode (nw, 1, L, L) :data:`MASK_VALUE` where the
+        query's and the key's samples differ (padding is sample B), else 0."""
+        if not self.reference:
+            return None
+
+        def make() -> Tensor:
+            s = self._token_samples(dilation, relay)
+            differ = s[:, None, :, None] != s[:, None, None, :]
+            return torch.zeros(differ.shape, dtype=dtype, device=s.device).masked_fill_(
+                differ, MASK_VALUE
+            )
+
+        return self._cached(("pair_mask", dilation, relay, dtype), make)
 
     def bias_index(self, dilation: int, bound: int, relay: bool) -> Tensor:
         """(nw, L, L, 3) int64 rows of the extended RPE table (see :class:`RPE`).
 
         Windows at ``dilation`` (L = K), or with relay tokens prepended (``relay``, L = K + 1,
         non-dilated): clamped per-axis offsets for node pairs, the zero row for relay-token
-        pairs, the mask row for every padding key column.
+        pairs, and the mask row for every padding key column (``per_sample``) or for every
+        pair of different samples (``reference``; padding is sample B).
         """
 
         def make() -> Tensor:
@@ -136,6 +196,10 @@ class DepthView:
                 with_relay[:, 1:, 1:] = index
                 index = with_relay
                 valid = F.pad(valid, (1, 0), value=True)
+            if self.reference:
+                s = self._token_samples(dilation, relay)
+                differ = s[:, :, None, None] != s[:, None, :, None]
+                return index.masked_fill_(differ, rpe_mask_row(bound))
             return index.masked_fill_(~valid[:, None, :, None], rpe_mask_row(bound))
 
         return self._cached(("bias", dilation, bound, relay), make)
@@ -196,10 +260,10 @@ class OctFormerBlock(PreNormBlock):
         self.cpe = CPE(dim)
         self.rpe = RPE(num_heads, rpe_bound) if rpe_bound is not None else None
 
-    def _mask(self, view: DepthView, relay: bool) -> Tensor | None:
-        if self.rpe is None:
-            return None
+    def _mask(self, view: DepthView, relay: bool, dtype: torch.dtype) -> Tensor | None:
         dilation = 1 if relay else self.dilation
+        if self.rpe is None:
+            return view.pair_mask(dilation, relay, dtype)
         return self.rpe(view.bias_index(dilation, self.rpe.bound, relay))
 
     def forward(  # type: ignore[override]
@@ -211,12 +275,16 @@ class OctFormerBlock(PreNormBlock):
         """
         x = x + self.cpe(x, view.neighbours)
         if relay is None:
-            mask = self._mask(view, relay=False)
+            mask = self._mask(view, False, x.dtype)
             layout = view.layout(self.dilation)
             return super().forward(x, layout, view.batch_id, view.batch_size, mask), None
         tokens = torch.cat([x, relay])
         tokens = super().forward(
-            tokens, view.relay_layout, view.relay_batch_id, view.batch_size, self._mask(view, True)
+            tokens,
+            view.relay_layout,
+            view.relay_batch_id,
+            view.batch_size,
+            self._mask(view, True, x.dtype),
         )
         return tokens[: view.num_nodes], tokens[view.num_nodes :]
 
@@ -253,7 +321,9 @@ class RelayTokenInit(nn.Module):
     ``adape_mode`` in {pos, var, cov}: RT = masked mean of the window's node features +
     ADaPE(window statistics), ADaPE = Linear(n, C) -> GELU -> Linear(C, C) shared by all
     levels. ``adape_mode`` ``none``: RT = masked mean of CPE(F) = LN(DWConv(F)) (one CPE
-    shared by all levels; not a residual).
+    shared by all levels; not a residual). The mean and the statistics are over the
+    window's nodes of its owner (left-most sample): in ``reference`` batching the other
+    samples' nodes of a leaky window are left out.
     """
 
     def __init__(self, dim: int, adape_mode: str):
@@ -266,16 +336,25 @@ class RelayTokenInit(nn.Module):
             self.adape = nn.Sequential(nn.Linear(n, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def forward(self, x: Tensor, view: DepthView) -> Tensor:
-        """``x`` (N, C) node features at ``view.depth`` -> relay tokens (nw, C)."""
+        """``x`` (N, C) node features at ``view.depth`` -> relay tokens (num_owned, C)."""
         win = view.windows(1)
         window = win.slot // win.patch_size
-        counts = win.valid.sum(1)
         src = self.cpe(x, view.neighbours) if self.adape_mode == "none" else x
-        rt = src.new_zeros(win.num_windows, x.shape[1]).index_add_(0, window, src)
+        coords = None
+        if self.adape_mode != "none":
+            coords = node_corner_coords(view.octree, view.depth).to(x.dtype)
+        if view.reference:
+            # Only the nodes of each window's owner (every owned window keeps >= 1 node).
+            keep = (view.batch_id == win.batch[window]).nonzero().view(-1)
+            window, src = window[keep], src[keep]
+            coords = None if coords is None else coords[keep]
+            counts = torch.bincount(window, minlength=win.num_owned)
+        else:
+            counts = win.valid.sum(1)
+        rt = src.new_zeros(win.num_owned, x.shape[1]).index_add_(0, window, src)
         rt = rt / counts.to(x.dtype)[:, None]
-        if self.adape_mode == "none":
+        if coords is None:
             return rt
-        coords = node_corner_coords(view.octree, view.depth).to(x.dtype)
         return rt + self.adape(window_statistics(coords, window, counts, self.adape_mode))
 
 

@@ -122,7 +122,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(p, "config and extra metadata must be JSON objects")
     if tensors_digest(tensors) != meta.get("tensors_sha256"):
         raise CheckpointError(p, "weights are corrupt (checksum mismatch)")
+    config = _migrate_config(config, extra)
     return Checkpoint(tensors, str(meta["model"]), config, extra, hashlib.sha256(raw).hexdigest())
+
+
+#: The input scale that checkpoints written before the input pipeline moved into the model
+#: config were used with when their metadata did not say (``extra["data_scale"]``).
+LEGACY_DATA_SCALE = 1.0 / 30.0
+
+
+def _migrate_config(config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The config of a checkpoint written before ``input_scale`` existed, made current.
+
+    Its input scale travelled in ``extra["data_scale"]`` (absent: 1/30), and its octree
+    already kept only non-empty nodes above ``full_depth``, which is ocnn's semantics with
+    ``full_depth`` lowered to the coarsest pyramid depth: the same function, now valid.
+    """
+    if "input_scale" in config or "octree_depth" not in config:  # current, or not a model's
+        return config
+    out = dict(config)
+    out["input_scale"] = extra.get("data_scale", LEGACY_DATA_SCALE)
+    depth, levels = out.get("octree_depth"), out.get("num_pyramid_levels")
+    if isinstance(depth, int) and isinstance(levels, int) and "full_depth" in out:
+        out["full_depth"] = max(1, min(int(out["full_depth"]), depth - 2 - levels))
+    return out
 
 
 def load_weights(model: nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
@@ -142,9 +165,11 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
     model.load_state_dict(ckpt.state_dict, strict=True)
 
 
-def load_model(spec: str | Path) -> tuple[nn.Module, Checkpoint | None]:
+def load_model(spec: str | Path, variant: str | None = None) -> tuple[nn.Module, Checkpoint | None]:
     """A model in eval mode from a registered name (random weights, checkpoint None) or a
     checkpoint file (its registered model and config, weights verified and loaded).
+    A ``.pth`` / ``.pt`` / ``.ckpt`` file is a reference checkpoint, converted in memory as
+    ``variant`` (None: detected; see :mod:`hotformerloc.model.reference`).
 
     Raises:
         CheckpointError: neither a registered name nor a readable checkpoint, or the
@@ -152,6 +177,10 @@ def load_model(spec: str | Path) -> tuple[nn.Module, Checkpoint | None]:
     """
     from hotformerloc.model.registry import create_model, list_models
 
+    if Path(spec).suffix.lower() in (".pth", ".pt", ".ckpt"):
+        from hotformerloc.model.reference import load_reference_model
+
+        return load_reference_model(spec, variant)
     if str(spec) in list_models():
         return create_model(str(spec)).eval(), None
     path = Path(spec)

@@ -17,6 +17,20 @@ from hotformerloc.config import ConfigError, from_dict, require
 AdapeMode = Literal["none", "pos", "var", "cov"]
 Pooling = Literal["pyramid_attn", "gem", "pyramid_gem"]
 Coordinates = Literal["cartesian", "cylindrical"]
+RangeFilter = Literal["drop", "clamp"]
+UnitEdge = Literal["clamp", "wrap"]
+WindowBatching = Literal["per_sample", "reference"]
+
+#: The fields of :class:`ModelConfig` that say how a raw cloud becomes octree input.
+INPUT_PIPELINE_FIELDS = (
+    "input_scale",
+    "normalize_points",
+    "range_filter",
+    "coordinates",
+    "unit_edge",
+    "octree_depth",
+    "full_depth",
+)
 
 #: Statistics fed to the ADaPE MLP per mode: mean (3), + per-axis variance (3), or + the
 #: full upper-triangular covariance (6).
@@ -50,11 +64,26 @@ class ModelConfig:
         normalize_embeddings: L2-normalise the descriptor.
         grad_checkpoint: recompute each transformer block in backward (training memory).
 
-    Input pipeline (used by :meth:`HOTFormerLoc.embed`):
-        octree_depth: d, depth of the input octree (leaves).
-        full_depth: depths <= full_depth are built dense by the octree builder.
-        normalize_points: bounding-box normalise each cloud first.
+    Input pipeline (:func:`~hotformerloc.model.network.prepare_points`, in this order;
+    saved with every checkpoint, so a model prepares its input the way it was trained):
+        input_scale: multiply each cloud as given (e.g. metres) by this first (``1/30``
+            maps a 30 m-radius submap into [-1, 1]); ``None``: the clouds are already in
+            the model's units (the reference's datasets).
+        normalize_points: bounding-box normalise each cloud (scale-invariant).
+        range_filter: ``drop`` points with a coordinate outside [-1, 1] (and, cylindrical,
+            ``sqrt(x^2 + y^2) > 1``), as the reference; ``clamp`` keeps every point.
         coordinates: ``cartesian`` or scaled ``cylindrical`` (rho', phi', z').
+        unit_edge: cell of a coordinate exactly +1: ``clamp`` to the last cell (ours) or
+            ``wrap`` to cell 0 of that axis (ocnn; converted reference weights).
+        octree_depth: d, depth of the input octree (leaves).
+        full_depth: ocnn's dense depths (<= full_depth). Our octree keeps only non-empty
+            nodes, which equals ocnn's nodes at every depth >= full_depth, so the
+            coarsest pyramid depth ``d - 2 - num_pyramid_levels`` must be >= full_depth.
+
+    Runtime:
+        window_batching: ``per_sample`` pads each sample's nodes separately (a descriptor
+            does not depend on the rest of the batch); ``reference`` pads the batch once per
+            depth as the reference does (reproduces its batched numbers exactly).
     """
 
     channels: tuple[int, ...] = (128, 256)
@@ -72,10 +101,14 @@ class ModelConfig:
     output_dim: int = 256
     normalize_embeddings: bool = True
     grad_checkpoint: bool = False
+    input_scale: float | None = None
+    normalize_points: bool = True
+    range_filter: RangeFilter = "drop"
+    coordinates: Coordinates = "cartesian"
+    unit_edge: UnitEdge = "clamp"
     octree_depth: int = 7
     full_depth: int = 2
-    normalize_points: bool = True
-    coordinates: Coordinates = "cartesian"
+    window_batching: WindowBatching = "per_sample"
 
     def __post_init__(self) -> None:
         for key in ("channels", "num_blocks", "num_heads"):
@@ -104,6 +137,16 @@ class ModelConfig:
             f"(the stem and {self.num_pyramid_levels} pyramid levels downsample "
             f"{self.num_pyramid_levels + 2} times)",
         )
+        require(
+            coarsest >= self.full_depth,
+            f"full_depth={self.full_depth} must be <= the coarsest pyramid depth {coarsest} "
+            f"(octree_depth - 2 - num_pyramid_levels): ocnn makes depths below full_depth "
+            "dense, which this octree does not reproduce",
+        )
+        require(
+            self.input_scale is None or 0 < self.input_scale < math.inf,
+            f"input_scale must be > 0 and finite, or null, got {self.input_scale}",
+        )
         if self.pooling == "pyramid_attn":
             k = self.k_pooled_tokens
             require(
@@ -124,6 +167,10 @@ class ModelConfig:
                 f"output_dim={self.output_dim} must equal channels[1]={self.channels[1]} "
                 "for gem pooling",
             )
+
+    def input_pipeline(self) -> dict[str, Any]:
+        """The input-pipeline fields (:data:`INPUT_PIPELINE_FIELDS`) as a plain dict."""
+        return {k: getattr(self, k) for k in INPUT_PIPELINE_FIELDS}
 
     @property
     def drop_path_rates(self) -> list[float]:

@@ -32,6 +32,7 @@ from hotformerloc.octree import (
     OctreeInputError,
     bbox_normalise,
     build_octree,
+    clamp_to_unit,
     compute_neighbours,
     filter_to_unit,
     to_cylindrical,
@@ -42,11 +43,12 @@ _T = TypeVar("_T")
 
 
 def prepare_points(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> Tensor:
-    """One raw cloud -> points for the octree, per ``config`` (spec 1.1, 1.2).
+    """One raw cloud -> points for the octree, per ``config``'s input pipeline (spec 1.1, 1.2).
 
-    Validation (non-empty (N, 3) float32/float64, finite), then bounding-box normalisation
-    if ``config.normalize_points``, the range filter (``|coord| <= 1``, and ``rho <= 1`` for
-    cylindrical), then the cylindrical transform if configured. A free function so data
+    Validation (non-empty (N, 3) float32/float64, finite), then ``input_scale``,
+    bounding-box normalisation if ``normalize_points``, the range filter (``drop``:
+    ``|coord| <= 1``, and ``rho <= 1`` for cylindrical; ``clamp``: into [-1, 1], rho'
+    clamped to 1), then the cylindrical transform if configured. A free function so data
     loader workers can prepare batches without a model.
 
     Raises:
@@ -54,10 +56,15 @@ def prepare_points(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> T
             left after the range filter.
     """
     xyz = check_cloud(cloud, name)
+    if config.input_scale is not None:
+        xyz = xyz * config.input_scale
     if config.normalize_points:
         xyz = bbox_normalise(xyz)
     cylindrical = config.coordinates == "cylindrical"
-    xyz, _ = filter_to_unit(xyz, radial=cylindrical)
+    if config.range_filter == "clamp":
+        xyz = clamp_to_unit(xyz, 1.0)  # cylindrical: rho > 1 clamps to rho' = 1
+    else:
+        xyz, _ = filter_to_unit(xyz, radial=cylindrical)
     if xyz.shape[0] == 0:
         raise OctreeInputError(name, "no point inside the unit cube after normalisation")
     return to_cylindrical(xyz) if cylindrical else xyz
@@ -184,7 +191,10 @@ class HOTFormerLoc(nn.Module):
                 f"(config octree_depth = {cfg.octree_depth})"
             )
         compute_neighbours(octree, range(d - 2 - levels, d + 1))
-        views = {k: DepthView(octree, k, cfg.patch_size) for k in range(d - 2 - levels, d + 1)}
+        views = {
+            k: DepthView(octree, k, cfg.patch_size, cfg.window_batching, cfg.dilation)
+            for k in range(d - 2 - levels, d + 1)
+        }
         dtype = self.stem.conv1.conv.weight.dtype
 
         x = self.stem(octree.points.to(dtype), views, d)
@@ -201,7 +211,7 @@ class HOTFormerLoc(nn.Module):
                     feats[j], _ = self._run(block, feats[j], level_views[j])
         else:
             relays = [self.relay_init(f, v) for f, v in zip(feats, level_views, strict=True)]
-            relay_batch_id = torch.cat([v.windows(1).batch for v in level_views])
+            relay_batch_id = torch.cat([v.relay_sample for v in level_views])
             relay_layout = AttentionLayout.group_by(relay_batch_id, octree.batch_size)
             for block in self.hotf_blocks:
                 feats, relays = self._run(
@@ -221,8 +231,12 @@ class HOTFormerLoc(nn.Module):
             raise ValueError("embed: empty batch (no clouds)")
         points = [self.prepare_cloud(c, f"embed clouds[{i}]") for i, c in enumerate(clouds)]
         device = self.stem.conv1.conv.weight.device
+        cfg = self.config
         return build_octree(
-            [p.to(device) for p in points], self.config.octree_depth, self.config.full_depth
+            [p.to(device) for p in points],
+            cfg.octree_depth,
+            cfg.full_depth,
+            unit_edge=cfg.unit_edge,
         )
 
     def embed(self, clouds: Sequence[Tensor]) -> Tensor:

@@ -136,7 +136,8 @@ def _small() -> ModelConfig:
 
 @register_model("hotformerloc-tiny")
 def _tiny() -> ModelConfig:
-    """Smoke-test size: channels 32/64, blocks 2/2, heads 2/4, K 32, depth 6, k 20/8/4."""
+    """Smoke-test size: channels 32/64, blocks 2/2, heads 2/4, K 32, depth 6, k 20/8/4,
+    full_depth 1 (its coarsest pyramid level is depth 1)."""
     return ModelConfig(
         channels=(32, 64),
         num_blocks=(2, 2),
@@ -144,4 +145,5 @@ def _tiny() -> ModelConfig:
         patch_size=32,
         k_pooled_tokens=(20, 8, 4),
         octree_depth=6,
+        full_depth=1,
     )

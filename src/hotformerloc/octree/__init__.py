@@ -5,6 +5,7 @@ See ``docs/octree.md`` for the contracts and the deviations from the reference.
 
 from .build import (
     MAX_DEPTH,
+    UNIT_EDGES,
     build_octree,
     compute_neighbours,
     morton_decode,
@@ -23,6 +24,7 @@ from .windows import Windows, node_corner_coords, relative_offsets, window_parti
 
 __all__ = [
     "MAX_DEPTH",
+    "UNIT_EDGES",
     "Octree",
     "OctreeInputError",
     "Windows",

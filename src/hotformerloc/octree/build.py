@@ -1,11 +1,18 @@
 """Octree construction: Morton keys, node levels, children/parent and 27-neighbour tables.
 
 Semantics (spec 1.3, ocnn's ``nempty=True``): a point ``p`` in [-1, 1]^3 falls in the depth-d
-cell ``trunc((p + 1) * 2^(d-1))`` per axis, clamped to ``[0, 2^d - 1]`` (ocnn would send a
-coordinate equal to 1 to the overflowing cell ``2^d``; the clamp puts it in the last cell
-instead). Only non-empty nodes exist at every depth, including depths <= ``full_depth``
-(ocnn makes those dense; the network only ever uses the non-empty ones), so
-``full_depth`` is carried as metadata only.
+cell ``trunc((p + 1) * 2^(d-1))`` per axis, computed in the input's dtype. A coordinate at the
+unit edge (``p = +1``, or any ``p`` with ``p + 1`` rounding to 2, e.g. ``1 - 2^-24`` in float32)
+gives the overflowing value ``2^d``, handled by ``build_octree(..., unit_edge=...)``:
+
+* ``"clamp"`` (default): the cell is clamped to the last one, ``2^d - 1``;
+* ``"wrap"``: ocnn's behaviour, bit for bit. ocnn keeps only ``d`` bits per axis in the key,
+  so ``2^d`` wraps to cell 0 of that axis (the opposite face of the cube). The leaf's mean
+  point is still the mean of the points *as given* (ocnn averages the points, not their
+  cells), so a leaf in cell 0 can have a mean point far outside its cell (e.g. ``x = +1``).
+
+Only non-empty nodes exist at every depth, including depths < ``full_depth``; ``full_depth``
+is carried as metadata only (see :func:`build_octree`).
 
 Everything is vectorised tensor code (no loop over points or nodes; small loops over depths)
 and runs unchanged on CPU and CUDA.
@@ -27,6 +34,7 @@ Implementation notes:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -36,6 +44,9 @@ from .octree import Octree
 
 MAX_DEPTH = 16
 """Deepest supported octree (keys use 3 bits per depth; the batch index sits above them)."""
+
+UNIT_EDGES = ("clamp", "wrap")
+"""Accepted values of ``build_octree(..., unit_edge=...)``."""
 
 MAX_MORTON_DEPTH = 21
 """Deepest depth :func:`morton_encode` / :func:`morton_decode` accept (63 key bits)."""
@@ -283,21 +294,30 @@ def build_octree(
     full_depth: int = 2,
     neighbours: bool | Iterable[int] = True,
     device: torch.device | str | None = None,
+    unit_edge: Literal["clamp", "wrap"] = "clamp",
 ) -> Octree:
     """Build the batched non-empty octree of one or more normalised clouds.
 
     Args:
         points: one (N, 3) tensor (batch of 1) or a sequence of B tensors (N_b, 3), float32 or
             float64, every coordinate in [-1, 1] (normalised, see
-            :mod:`hotformerloc.octree.normalise`). A coordinate equal to 1 goes to the last
-            cell (clamp).
+            :mod:`hotformerloc.octree.normalise`). Cells are computed in the input's dtype
+            (ocnn computes in float32).
         depth: leaf depth in ``[1, 16]``; the grid has ``2**depth`` cells per axis.
-        full_depth: >= 0; stored (as ``min(full_depth, depth)``) as metadata only: no level
-            is made dense (module doc).
+        full_depth: >= 0; stored (as ``min(full_depth, depth)``) as metadata only. Our
+            octree keeps only the non-empty nodes at *every* depth. ocnn's non-empty nodes
+            equal ours at every depth ``>= full_depth``, while its depths ``< full_depth`` are
+            dense (all ``8**d`` nodes, empty ones included), so features or indices at those
+            depths are not interchangeable with ocnn's.
         neighbours: depths whose 27-neighbour tables to build: ``True`` = all of
             ``0..depth``, ``False`` = none (see :func:`compute_neighbours`), or an iterable.
         device: where the octree lives; default: the device of the input tensors (which must
             then all be on one device).
+        unit_edge: cell of a coordinate at the unit edge (``(p + 1) * 2^(d-1)`` equal to
+            ``2^d``, i.e. ``p = +1``): ``"clamp"`` puts it in the last cell ``2^d - 1``;
+            ``"wrap"`` reproduces ocnn exactly, wrapping it to cell 0 of that axis (the key
+            keeps ``d`` bits per axis). Either way the leaf mean point averages the points
+            as given, so with ``"wrap"`` it may lie outside its leaf's cell (as in ocnn).
 
     Returns:
         An :class:`Octree` with ``keys``, ``batch_id``, ``counts`` for depths ``0..depth``,
@@ -309,7 +329,8 @@ def build_octree(
     Raises:
         OctreeInputError: no samples, a sample that is not a (N, 3) float32/float64 tensor,
             empty, non-finite or outside [-1, 1] (the message names the sample index), a bad
-            ``depth``/``full_depth``/``neighbours``, or tensors on different devices.
+            ``depth``/``full_depth``/``neighbours``/``unit_edge``, or tensors on different
+            devices.
     """
     if not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
         raise OctreeInputError(
@@ -317,6 +338,10 @@ def build_octree(
         )
     if not isinstance(full_depth, int) or full_depth < 0:
         raise OctreeInputError("build_octree full_depth", f"must be an int >= 0, got {full_depth}")
+    if unit_edge not in UNIT_EDGES:
+        raise OctreeInputError(
+            "build_octree unit_edge", f"must be one of {UNIT_EDGES}, got {unit_edge!r}"
+        )
     samples = _as_samples(points)
     wanted = _requested_depths(neighbours, depth)
     batch_size = len(samples)
@@ -338,7 +363,12 @@ def build_octree(
     _check_range(xyz, samples)
 
     # Leaves: cells, combined (sample, key) sort, run-length merge and mean points.
-    cells = ((xyz + 1.0) * float(2 ** (depth - 1))).to(torch.int64).clamp_(0, 2**depth - 1)
+    # Cells are >= 0 (range check) and <= 2**depth, the unit edge.
+    cells = ((xyz + 1.0) * float(2 ** (depth - 1))).to(torch.int64)
+    if unit_edge == "wrap":
+        cells.bitwise_and_(2**depth - 1)  # ocnn: d bits per axis, 2**depth -> 0
+    else:
+        cells.clamp_max_(2**depth - 1)
     combined = _encode(cells, depth)
     if batch_size > 1:
         sizes = torch.tensor([p.shape[0] for p in tensors], device=dev)

@@ -12,10 +12,14 @@ and for cylindrical coordinates (Wild-Places)::
 The range filter runs after *all* augmentations (the reference filters before its batch-level
 rotation, so rotated corner points can leave [-1, 1] and ocnn then computes wrapped keys).
 :func:`filter_to_unit` drops what the reference drops (any ``|coordinate| > 1``; with
-``radial=True`` also ``sqrt(x^2 + y^2) > 1``). A coordinate exactly equal to 1 is kept: ocnn
-would put it in cell ``2^d`` (one past the grid), our :func:`~hotformerloc.octree.build_octree`
-clamps the cell into the grid instead. :func:`clamp_to_unit` is the alternative that keeps every
-point and clamps into ``[-margin, margin]`` (ocnn's author recommends 0.99).
+``radial=True`` also ``sqrt(x^2 + y^2) > 1``). A coordinate exactly equal to 1 is kept (it
+happens: :func:`bbox_normalise` in float32 can map the maximum of the longest axis to exactly
++1, the 1e-6 being lost to rounding). Its cell overflows to ``2^d``;
+:func:`~hotformerloc.octree.build_octree` either clamps it to the last cell
+(``unit_edge="clamp"``, the default) or wraps it to cell 0 of that axis as ocnn does
+(``unit_edge="wrap"``). :func:`clamp_to_unit` is the alternative that keeps every point and
+clamps into ``[-margin, margin]`` (ocnn's author recommends 0.99; with ``margin < 1`` no cell
+overflows).
 
 Every function validates its input: not a tensor, wrong shape or dtype, an empty cloud and
 NaN/inf raise :class:`OctreeInputError`. These checks synchronise with the device once per call.
@@ -120,7 +124,7 @@ def clamp_to_unit(xyz: Tensor, margin: float = 0.99) -> Tensor:
     """Clamp every coordinate into ``[-margin, margin]`` (keeps every point).
 
     The ocnn-recommended alternative to :func:`filter_to_unit`: with ``margin < 1`` no point
-    can reach the overflowing value 1 even without our builder's cell clamp.
+    reaches the overflowing value 1, so the builder's ``unit_edge`` choice does not matter.
 
     Args:
         xyz: (N, 3) float32/float64, finite, N >= 1.
@@ -139,7 +143,9 @@ def filter_to_unit(xyz: Tensor, radial: bool = False) -> tuple[Tensor, Tensor]:
     """Drop points outside the unit cube (the reference's range filter, spec 1.1).
 
     Keeps points with every ``|coordinate| <= 1``; with ``radial=True`` (cylindrical mode,
-    before :func:`to_cylindrical`) also requires ``sqrt(x^2 + y^2) <= 1``. Apply it after all
+    before :func:`to_cylindrical`) also requires ``rho <= 1``, with ``rho`` computed exactly as
+    :func:`to_cylindrical` does (``torch.sqrt(x * x + y * y)``), so every kept point has
+    ``rho' <= 1`` without clamping. Apply it after all
     augmentations. The result may be empty; :func:`~hotformerloc.octree.build_octree` then
     raises :class:`OctreeInputError`.
 
@@ -153,18 +159,48 @@ def filter_to_unit(xyz: Tensor, radial: bool = False) -> tuple[Tensor, Tensor]:
     xyz = check_cloud(xyz, "filter_to_unit xyz")
     keep = (xyz.abs() <= 1.0).all(1)
     if radial:
-        keep &= xyz[:, 0].square() + xyz[:, 1].square() <= 1.0
+        keep &= _rho(xyz[:, 0], xyz[:, 1]) <= 1.0
     return xyz[keep], keep
 
 
-def to_cylindrical(xyz: Tensor) -> Tensor:
-    """Scaled cylindrical coordinates for the octree (spec 1.2).
+def _rho(x: Tensor, y: Tensor) -> Tensor:
+    """``sqrt(x^2 + y^2)`` as the reference computes it (not ``hypot``, which rounds
+    differently)."""
+    return torch.sqrt(x * x + y * y)
 
-    ``rho' = 2 sqrt(x^2 + y^2) - 1``, ``phi' = atan2(y, x) / pi``, ``z' = z``, then clamped
-    to [-1, 1]. The input is meant to have passed ``filter_to_unit(xyz, radial=True)`` (the
-    reference drops ``rho > 1`` first); a point with ``rho > 1`` given anyway is clamped to
-    ``rho' = 1``. There is no wrap-around at ``phi = +-pi``: ``phi' = 1`` (``y = +0, x < 0``)
-    lands in the last azimuth cell through the builder's cell clamp.
+
+def _interp(v: Tensor, x0: float, x1: float, f0: float, f1: float) -> Tensor:
+    """``numpy.interp(v, (x0, x1), (f0, f1))`` for increasing ``(x0, x1)``, bit for bit.
+
+    numpy works in float64: ``slope = (f1 - f0) / (x1 - x0)``, ``slope * (v - x0) + f0``,
+    ``f0`` below ``x0`` and ``f1`` at or above ``x1``. Returns float64 (cast by the caller).
+    """
+    slope = (f1 - f0) / (x1 - x0)  # Python floats: float64, as numpy's C code
+    v = v.to(torch.float64)
+    out = (v - x0).mul_(slope).add_(f0)
+    out = torch.where(v < x0, f0, out)
+    return torch.where(v >= x1, f1, out)
+
+
+def to_cylindrical(xyz: Tensor) -> Tensor:
+    """Scaled cylindrical coordinates for the octree (spec 1.2), bit-exact with the reference.
+
+    ``rho = sqrt(x^2 + y^2)`` and ``phi = atan2(y, x)`` in the input's dtype (float32 for the
+    reference), then ``rho' = interp(rho, [0, 1], [-1, 1])`` and
+    ``phi' = interp(phi, [-pi, pi], [-1, 1])`` with numpy's ``interp`` semantics, i.e. in
+    float64: ``rho' = 2 * rho - 1`` and ``phi' = (phi + pi) / pi - 1`` (as
+    ``slope * (phi + pi) - 1`` with ``slope = 2 / (2 pi)``), cast back to the input's dtype;
+    ``z' = z`` unchanged; everything clamped to [-1, 1]. On CPU with float32 input this
+    reproduces the reference's ocnn input points bit for bit (checked against the parity
+    fixture; note ``torch.sqrt``, not ``hypot``). On CUDA the same ops run, but ``sqrt`` and
+    ``atan2`` may round differently from the CPU kernels (last bit).
+
+    The input is meant to have passed ``filter_to_unit(xyz, radial=True)`` (the reference
+    drops ``rho > 1`` first); a point with ``rho > 1`` given anyway maps to ``rho' = 1``.
+    There is no wrap-around at ``phi = +-pi``: float32 ``atan2`` returns ``+-fl32(pi)``,
+    beyond numpy's float64 pi, so ``phi' = +-1`` exactly; ``phi' = 1`` (``y = +0, x < 0``)
+    is a unit-edge coordinate (last azimuth cell with ``unit_edge="clamp"``, cell 0 with
+    ``"wrap"``).
 
     Args:
         xyz: (N, 3) float32/float64 Cartesian points, finite, N >= 1.
@@ -174,6 +210,6 @@ def to_cylindrical(xyz: Tensor) -> Tensor:
     """
     xyz = check_cloud(xyz, "to_cylindrical xyz")
     x, y, z = xyz.unbind(1)
-    rho = torch.hypot(x, y)
-    phi = torch.atan2(y, x)
-    return torch.stack([2.0 * rho - 1.0, phi * (1.0 / math.pi), z], 1).clamp_(-1.0, 1.0)
+    rho = _interp(_rho(x, y), 0.0, 1.0, -1.0, 1.0).to(xyz.dtype)
+    phi = _interp(torch.atan2(y, x), -math.pi, math.pi, -1.0, 1.0).to(xyz.dtype)
+    return torch.stack([rho, phi, z], 1).clamp_(-1.0, 1.0)

@@ -20,18 +20,16 @@ class DataSection:
     """Where the submaps are and how training tuples are formed.
 
     ``root``: a benchmark folder (``hotformerloc generate`` layout) or a prepared dataset
-    (``hotformerloc dataset prepare``; its tuples and scale are used, and ``scale``,
-    ``pos_radius``, ``neg_radius`` are ignored); relative paths are resolved against the
-    config file's folder. ``scale`` multiplies the metric submap
-    coordinates (``1/30`` maps a 30 m-radius submap into [-1, 1]; ``null`` leaves them, for
-    clouds already normalised). Positives within ``pos_radius`` m (any source pair),
-    non-negatives within ``neg_radius`` m (spec 4.4: 15 / 60). ``group_batches``: every
-    batch from one world (not in the reference; see
-    :class:`~hotformerloc.data.PairBatchSampler`).
+    (``hotformerloc dataset prepare``; its tuples are used, its scale becomes the model's
+    ``input_scale``, and ``pos_radius``, ``neg_radius`` are ignored); relative paths are
+    resolved against the config file's folder. How clouds are scaled and normalised is the
+    model's input pipeline (``model_overrides: {input_scale: ...}``, saved with every
+    checkpoint). Positives within ``pos_radius`` m (any source pair), non-negatives within
+    ``neg_radius`` m (spec 4.4: 15 / 60). ``group_batches``: every batch from one world (not
+    in the reference; see :class:`~hotformerloc.data.PairBatchSampler`).
     """
 
     root: str = "runs/demo/benchmark"
-    scale: float | None = 1.0 / 30.0
     pos_radius: float = 15.0
     neg_radius: float = 60.0
     num_workers: int = 0
@@ -40,7 +38,6 @@ class DataSection:
     def __post_init__(self) -> None:
         require(self.pos_radius > 0, "data.pos_radius must be > 0")
         require(self.neg_radius >= self.pos_radius, "data.neg_radius must be >= pos_radius")
-        require(self.scale is None or self.scale > 0, "data.scale must be > 0 or null")
         require(self.num_workers >= 0, "data.num_workers must be >= 0")
 
 

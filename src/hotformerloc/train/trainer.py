@@ -229,13 +229,14 @@ class Trainer:
         self.progress = progress
         root = Path(config.data.root)
         self.benchmark: Benchmark
-        self.scale: float | None
+        overrides = dict(config.model_overrides)
         if (root / SUBMAPS_FILE).is_file():  # `hotformerloc dataset prepare` output
             prepared = PreparedDataset.load(root)
-            self.benchmark, self.scale = prepared, prepared.scale
+            self.benchmark = prepared
+            overrides["input_scale"] = prepared.scale  # the dataset's units decide
             self.train_index, self.tuples = prepared.train_index, prepared.tuples
         else:
-            self.benchmark, self.scale = Benchmark.load(root), config.data.scale
+            self.benchmark = Benchmark.load(root)
             self.train_index = self.benchmark.select(split="train")
             self.tuples = build_tuples(
                 self.benchmark.xy[self.train_index],
@@ -246,7 +247,7 @@ class Trainer:
         if len(self.train_index) == 0:
             raise ValueError(f"{config.data.root}: no training submaps (split == train)")
         torch.manual_seed(config.seed)
-        self.model = create_model(config.model, **config.model_overrides).to(self.device)
+        self.model = create_model(config.model, **overrides).to(self.device)
         self.validate = validate or self._default_validate
         self.loss_fn: LossFn = _make_loss(config)
         self.optimizer = torch.optim.Adam(
@@ -265,7 +266,7 @@ class Trainer:
         self.collate = Collate(
             self.model.config, self.tuples, config.augment, chunk, seed=config.seed
         )
-        dataset = SubmapDataset(self.benchmark, self.train_index, self.scale)
+        dataset = SubmapDataset(self.benchmark, self.train_index)
         self.loader = make_loader(dataset, self.sampler, self.collate, config.data.num_workers)
 
     # ------------------------------------------------------------------ helpers
@@ -289,7 +290,6 @@ class Trainer:
         return evaluate_model(
             model,
             self.benchmark,
-            scale=self.scale,
             batch_size=self.config.val_batch_size,
             num_workers=self.config.data.num_workers,
         ).summary()
@@ -343,7 +343,7 @@ class Trainer:
             self.eval_model,
             self.config.model,
             to_dict(self.model.config),
-            extra={"data_scale": self.scale, **extra},
+            extra=extra,
         )
 
     def _agree(self, flag: bool) -> bool:

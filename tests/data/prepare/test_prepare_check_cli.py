@@ -257,7 +257,7 @@ def test_evaluate_command_matches_the_library(tmp_path, monkeypatch, capsys):
     got = json.loads(out)
     ds = PreparedDataset.load(tmp_path / "out")
     net, _ = load_model("hotformerloc-tiny")
-    want = evaluate_prepared(DescriptorRetriever(embed_benchmark(net, ds, None, 1.0, 32)), ds)
+    want = evaluate_prepared(DescriptorRetriever(embed_benchmark(net, ds, None, 32)), ds)
     assert list(got["locations"]) == ["university", "residential", "business"]
     assert got["r1"] == pytest.approx(want.r1)
     assert got["locations"]["business"]["recall_1pct"] == pytest.approx(

@@ -34,7 +34,7 @@ def test_evaluation_rows_fast_path_equals_all_rows(prepared):
     torch.manual_seed(0)
     model = create_model("hotformerloc-tiny", grad_checkpoint=False).eval()
     fast = evaluate_prepared_model(model, ds, batch_size=4)
-    full = evaluate_prepared(DescriptorRetriever(embed_benchmark(model, ds, None, ds.scale)), ds)
+    full = evaluate_prepared(DescriptorRetriever(embed_benchmark(model, ds, None)), ds)
     np.testing.assert_allclose(fast.recall, full.recall)
     assert (fast.mrr, fast.recall_1pct) == pytest.approx((full.mrr, full.recall_1pct))
 
@@ -44,9 +44,9 @@ def test_trainer_uses_the_prepared_tuples_scale_and_protocol(prepared, tmp_path)
     cfg = from_dict(
         TrainConfig,
         {
-            "model_overrides": {"grad_checkpoint": False},
             # radii and scale are the prepared set's; these must be ignored
-            "data": {"root": str(prepared), "scale": 0.5, "pos_radius": 1.0, "neg_radius": 1.0},
+            "model_overrides": {"grad_checkpoint": False, "input_scale": 0.5},
+            "data": {"root": str(prepared), "pos_radius": 1.0, "neg_radius": 1.0},
             "batch_size": 4,
             "batch_split_size": 2,
             "val_batch_size": 4,
@@ -62,7 +62,7 @@ def test_trainer_uses_the_prepared_tuples_scale_and_protocol(prepared, tmp_path)
         np.testing.assert_array_equal(a, b)
     res = trainer.fit()
     ck = load_checkpoint(tmp_path / "run" / "last.safetensors")
-    assert ck.extra["data_scale"] == ds.scale == 1.0
+    assert ck.config["input_scale"] == ds.scale == 1.0  # the dataset's units, with the model
     model, _ = load_model(str(tmp_path / "run" / "last.safetensors"))
     again = evaluate_prepared_model(model, ds, batch_size=4)
     assert res.log[-1]["val_ar1"] == pytest.approx(round(again.r1, 4))
