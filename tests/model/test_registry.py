@@ -114,3 +114,38 @@ def test_invalid_values_name_the_key(overrides: dict, key: str):
 def test_register_model_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register_model("hotformerloc-tiny")(ModelConfig)
+
+
+@pytest.fixture(scope="module")
+def models_table() -> dict[str, dict]:
+    """``hotformerloc models --json``, by name."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hotformerloc.cli.main import app
+
+    result = CliRunner().invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_models_table_lists_every_variant(models_table: dict[str, dict]):
+    assert sorted(models_table) == list_models()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_models_table_matches_the_variant_built_on_meta(name: str, models_table: dict):
+    with torch.device("meta"):
+        model = create_model(name)
+    n = num_params(model)
+    row = models_table[name]
+    assert row["parameters"] == n
+    if name in PAPER_PARAMS:
+        assert n == PAPER_PARAMS[name]
+    cfg = get_model_config(name)
+    assert (row["patch_size"], row["octree_depth"]) == (cfg.patch_size, cfg.octree_depth)
+    assert row["input_pipeline"] == cfg.input_pipeline()
+    assert row["pretrained"] == [
+        t for t in list_models(pretrained=True) if t.startswith(name + ".")
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,49 @@ def test_fit_local_two_processes_matches_single_process(bench: Path, tmp_path: P
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     with pytest.raises(FileExistsError):
         fit_local(cfg, tmp_path / "two", nproc=2)
+
+
+def test_cosine_schedule_after_warmup() -> None:
+    cfg = TrainConfig(epochs=11, warmup_epochs=1, schedule="cosine", min_lr_factor=0.1)
+    factors = [cfg.lr_factor(e) for e in range(11)]
+    assert factors[0] == pytest.approx(1e-3) and factors[1] == pytest.approx(1.0)
+    assert factors[4] == pytest.approx(0.775) and factors[10] == pytest.approx(0.1)  # t = 1/3, 1
+    assert all(a >= b for a, b in itertools.pairwise(factors[1:]))
+
+
+def test_corpus_of_folders_validation_worlds_splits_and_init(tmp_path: Path) -> None:
+    """Several benchmark folders train as one (worlds kept apart), validation scores the
+    separate validation worlds, ``train_splits`` widens the training rows, and
+    ``init_weights`` starts from a checkpoint's weights."""
+    from hotformerloc.data import Benchmark
+    from hotformerloc.eval.benchmark import evaluate_model
+    from hotformerloc.model.checkpoint import load_model
+
+    a = write_place_benchmark(tmp_path / "corpus" / "a", places=4)
+    b = write_place_benchmark(tmp_path / "corpus" / "b", places=4)
+    val = write_place_benchmark(tmp_path / "val", places=4)
+    both = Benchmark.load([a, b])
+    assert both.worlds == ["a/w", "b/w"] and len(both) == 2 * len(Benchmark.load(a))
+    assert both.path(0).is_file() and both.path(len(both) - 1).is_file()
+    with pytest.raises(DatasetError, match="given twice"):
+        Benchmark.load([a, a])
+
+    cfg = config(a, epochs=1, eval_every=1)
+    cfg = replace(cfg, data=replace(cfg.data, root=[str(a), str(b)], val_root=str(val)))
+    trainer = Trainer(cfg, tmp_path / "run", validate=None)
+    assert len(trainer.train_index) == len(both.select(split="train"))
+    wide = Trainer(
+        replace(cfg, data=replace(cfg.data, train_splits=["train", "test"])), tmp_path / "w"
+    )
+    assert len(wide.train_index) == len(both.select(split=["train", "test"]))
+    res = trainer.fit()
+    model, _ = load_model(tmp_path / "run" / "last.safetensors")
+    want = evaluate_model(model, Benchmark.load(val), batch_size=cfg.val_batch_size).summary()
+    assert res.log[-1]["val_ar1"] == pytest.approx(want["ar1"], abs=1e-4)
+
+    init = replace(cfg, init_weights=str(tmp_path / "run" / "last.safetensors"), epochs=1)
+    started = Trainer(init, tmp_path / "init")
+    for k, v in _weights(tmp_path / "run" / "last.safetensors").items():
+        assert torch.equal(started.model.state_dict()[k], v)
+    with pytest.raises(ConfigError, match="train_splits"):
+        replace(cfg.data, train_splits=["validation"])

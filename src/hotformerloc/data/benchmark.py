@@ -15,7 +15,8 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,15 @@ class Benchmark:
     split: np.ndarray
 
     @classmethod
-    def load(cls, root: str | Path, check_files: bool = True) -> Benchmark:
+    def load(cls, root: str | Path | Sequence[str | Path], check_files: bool = True) -> Benchmark:
         """Read every ``<root>/<world>/split.csv`` (worlds sorted by name).
 
+        Several benchmark folders (a list of roots) read as one benchmark: its ``root`` is
+        their deepest common folder and each world is named by its path from there (e.g.
+        ``small_s1/forest``), so worlds of different folders never merge.
+
         Args:
-            root: the benchmark folder.
+            root: the benchmark folder, or a list of benchmark folders.
             check_files: verify that every listed cloud file exists.
 
         Raises:
@@ -116,12 +121,25 @@ class Benchmark:
                 (sequence, timestamp) row; listed cloud files missing (the count and the
                 first few paths).
         """
-        root = Path(root)
-        if not root.is_dir():
-            raise DatasetError(f"{root}: benchmark folder does not exist or is not a folder")
-        worlds = sorted(p.name for p in root.iterdir() if (p / SPLIT_FILE).is_file())
-        if not worlds:
-            raise DatasetError(f"{root}: no world folder with a {SPLIT_FILE}")
+        roots = [Path(r) for r in ([root] if isinstance(root, str | Path) else root)]
+        if not roots:
+            raise DatasetError("no benchmark folder given")
+        worlds: list[str] = []
+        for r in roots:
+            if not r.is_dir():
+                raise DatasetError(f"{r}: benchmark folder does not exist or is not a folder")
+            found = sorted(p.name for p in r.iterdir() if (p / SPLIT_FILE).is_file())
+            if not found:
+                raise DatasetError(f"{r}: no world folder with a {SPLIT_FILE}")
+            worlds += [str(r / w) for w in found]
+        if len(roots) == 1:
+            root = roots[0]
+            worlds = [Path(w).name for w in worlds]
+        else:
+            root = Path(os.path.commonpath([r.absolute() for r in roots]))
+            worlds = [Path(w).absolute().relative_to(root).as_posix() for w in worlds]
+            if len(set(worlds)) != len(worlds):
+                raise DatasetError(f"{', '.join(map(str, roots))}: a folder is given twice")
         cols: dict[str, list] = {c: [] for c in ("world", *COLUMNS)}
         for w in worlds:
             rows = _read_split(root / w / SPLIT_FILE)

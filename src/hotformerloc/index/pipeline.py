@@ -120,9 +120,9 @@ def load_embedder(spec: str | Path, device: str = "cpu") -> Embedder:
     import torch
 
     from hotformerloc.model.checkpoint import load_model, tensors_digest
-    from hotformerloc.model.registry import list_models
+    from hotformerloc.model.registry import is_model_name
 
-    registered = str(spec) in list_models()
+    registered = is_model_name(str(spec))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         model, ck = load_model(spec)
@@ -354,10 +354,10 @@ def database_embedder(db: PlaceDatabase, model: str | None = None, device: str =
         ModelMismatchError: the loaded model is not the database's.
         CheckpointError: ``model`` is neither a registered name nor a valid checkpoint.
     """
-    from hotformerloc.model.registry import list_models
+    from hotformerloc.model.registry import is_model_name
 
     spec = model if model is not None else db.model.spec
-    if model is None and spec not in list_models() and not Path(spec).exists():
+    if model is None and not is_model_name(spec) and not Path(spec).exists():
         raise DatabaseError(
             f"{db.root}: its model checkpoint {spec} is missing; give a copy of it "
             "(--model / model=)"

@@ -166,8 +166,10 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
 
 
 def load_model(spec: str | Path, variant: str | None = None) -> tuple[nn.Module, Checkpoint | None]:
-    """A model in eval mode from a registered name (random weights, checkpoint None) or a
-    checkpoint file (its registered model and config, weights verified and loaded).
+    """A model in eval mode from a registered name (random weights, checkpoint None), a
+    registered pretrained ``ARCH.TAG`` name (its packaged weights, SHA-256 verified, and
+    that file's checkpoint) or a checkpoint file (its registered model and config, weights
+    verified and loaded).
     A ``.pth`` / ``.pt`` / ``.ckpt`` file is a reference checkpoint, converted in memory as
     ``variant`` (None: detected; see :mod:`hotformerloc.model.reference`).
 
@@ -175,7 +177,12 @@ def load_model(spec: str | Path, variant: str | None = None) -> tuple[nn.Module,
         CheckpointError: neither a registered name nor a readable checkpoint, or the
             checkpoint's model is unknown or its weights do not match.
     """
-    from hotformerloc.model.registry import create_model, list_models
+    from hotformerloc.model.registry import (
+        create_model,
+        list_models,
+        load_pretrained,
+        split_model_name,
+    )
 
     if Path(spec).suffix.lower() in (".pth", ".pt", ".ckpt"):
         from hotformerloc.model.reference import load_reference_model
@@ -183,7 +190,18 @@ def load_model(spec: str | Path, variant: str | None = None) -> tuple[nn.Module,
         return load_reference_model(spec, variant)
     if str(spec) in list_models():
         return create_model(str(spec)).eval(), None
+    if str(spec) in list_models(pretrained=True):
+        model, ck = load_pretrained(str(spec))
+        return model.eval(), ck
     path = Path(spec)
+    arch, tag = split_model_name(str(spec))
+    unknown_tag = tag is not None and arch in list_models() and path.suffix != ".safetensors"
+    if unknown_tag and not path.exists():
+        raise CheckpointError(
+            spec,
+            f"model {arch!r} has no pretrained weights tagged {tag!r}; pretrained models: "
+            f"{', '.join(list_models(pretrained=True)) or 'none yet'}",
+        )
     if not path.exists() and path.suffix != ".safetensors":
         raise CheckpointError(
             path,

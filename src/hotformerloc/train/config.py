@@ -7,6 +7,7 @@ Paper settings and the demo are packaged presets (``train/presets/*.yaml``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +28,17 @@ class DataSection:
     checkpoint). Positives within ``pos_radius`` m (any source pair), non-negatives within
     ``neg_radius`` m (spec 4.4: 15 / 60). ``group_batches``: every batch from one world (not
     in the reference; see :class:`~hotformerloc.data.PairBatchSampler`).
+
+    Benchmark folders only: ``root`` may be a list of folders, read as one benchmark (a
+    pre-training corpus); ``train_splits`` are the splits trained on (``[train, test,
+    buffer]`` for worlds kept for training only); ``val_root`` (a folder or a list) holds
+    the validation worlds: when set, validation scores their test queries instead of the
+    training benchmark's (model selection never sees test worlds).
     """
 
-    root: str = "runs/demo/benchmark"
+    root: str | list[str] = "runs/demo/benchmark"
+    val_root: str | list[str] | None = None
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
     pos_radius: float = 15.0
     neg_radius: float = 60.0
     num_workers: int = 0
@@ -39,6 +48,12 @@ class DataSection:
         require(self.pos_radius > 0, "data.pos_radius must be > 0")
         require(self.neg_radius >= self.pos_radius, "data.neg_radius must be >= pos_radius")
         require(self.num_workers >= 0, "data.num_workers must be >= 0")
+        require(
+            bool(self.train_splits) and set(self.train_splits) <= {"train", "test", "buffer"},
+            f"data.train_splits must be a non-empty list of train, test, buffer, got "
+            f"{self.train_splits}",
+        )
+        require(self.root != [], "data.root must name at least one folder")
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,10 @@ class TrainConfig:
     ``weights_ema`` in (0, 1) keeps an exponential moving average of the weights (decay
     ``min(weights_ema, (1 + t) / (10 + t))`` at step ``t``): it is what gets validated and
     saved as ``best``/``last``; 0 validates and saves the raw weights.
+    ``schedule``: ``step`` (the milestones above) or ``cosine`` (after the warm-up, the
+    factor falls from 1 to ``min_lr_factor`` along a half cosine over the remaining
+    epochs; milestones ignored). ``init_weights``: a checkpoint (ours or a reference file)
+    whose weights initialise the model (fine-tuning); its architecture must match.
     """
 
     model: str = "hotformerloc-tiny"
@@ -94,6 +113,9 @@ class TrainConfig:
     device: str = "auto"
     time_budget_min: float = 0.0
     weights_ema: float = 0.0
+    schedule: Literal["step", "cosine"] = "step"
+    min_lr_factor: float = 0.01
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 4 and self.batch_size % 2 == 0, "batch_size: even, >= 4")
@@ -108,12 +130,17 @@ class TrainConfig:
         require(self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)")
         require(self.time_budget_min >= 0, "time_budget_min must be >= 0")
         require(0 <= self.weights_ema < 1, "weights_ema must be in [0, 1) (0: off)")
+        require(0 <= self.min_lr_factor <= 1, "min_lr_factor must be in [0, 1]")
 
     def lr_factor(self, epoch: int) -> float:
         """LR multiplier of 0-based ``epoch``: warm-up, then the step schedule."""
         if epoch < self.warmup_epochs:
             return max(epoch / self.warmup_epochs, 1e-3)
         after = epoch - self.warmup_epochs
+        if self.schedule == "cosine":
+            span = max(1, self.epochs - self.warmup_epochs - 1)
+            t = min(after / span, 1.0)
+            return self.min_lr_factor + (1 - self.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * t))
         return self.gamma ** sum(after >= m for m in self.milestones)
 
 
@@ -142,10 +169,20 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         p = PRESETS / f"{path}.yaml"
     raw = merge(load_yaml(p), overrides or {})
     cfg = from_dict(TrainConfig, raw)
-    root = Path(cfg.data.root)
-    if not root.is_absolute() and not root.exists() and (p.parent / root).exists():
-        cfg = replace(cfg, data=replace(cfg.data, root=str(p.parent / root)))
-    return cfg
+
+    def resolve(root: str) -> str:
+        r = Path(root)
+        if not r.is_absolute() and not r.exists() and (p.parent / r).exists():
+            return str(p.parent / r)
+        return root
+
+    def resolve_all(roots: str | list[str]) -> str | list[str]:
+        return resolve(roots) if isinstance(roots, str) else [resolve(r) for r in roots]
+
+    data = replace(cfg.data, root=resolve_all(cfg.data.root))
+    if cfg.data.val_root is not None:
+        data = replace(data, val_root=resolve_all(cfg.data.val_root))
+    return replace(cfg, data=data)
 
 
 __all__ = [

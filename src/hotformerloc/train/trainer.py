@@ -50,7 +50,7 @@ from hotformerloc.data import (
 from hotformerloc.data.prepared import SUBMAPS_FILE, PreparedDataset
 from hotformerloc.io.atomic import atomic_write_text
 from hotformerloc.model import HOTFormerLoc, create_model
-from hotformerloc.model.checkpoint import save_checkpoint
+from hotformerloc.model.checkpoint import CheckpointError, load_model, load_weights, save_checkpoint
 from hotformerloc.octree import Octree
 from hotformerloc.train.config import TrainConfig
 from hotformerloc.train.losses import LossOutput, ModelEma, build_loss, mesa_loss
@@ -227,17 +227,20 @@ class Trainer:
         self.device = select_device(config.device)
         self.ddp = Distributed.from_env(self.device)
         self.progress = progress
-        root = Path(config.data.root)
+        root = config.data.root
         self.benchmark: Benchmark
+        self.val_benchmark: Benchmark | None = None
         overrides = dict(config.model_overrides)
-        if (root / SUBMAPS_FILE).is_file():  # `hotformerloc dataset prepare` output
+        if isinstance(root, str) and (Path(root) / SUBMAPS_FILE).is_file():  # a prepared set
             prepared = PreparedDataset.load(root)
             self.benchmark = prepared
             overrides["input_scale"] = prepared.scale  # the dataset's units decide
             self.train_index, self.tuples = prepared.train_index, prepared.tuples
         else:
             self.benchmark = Benchmark.load(root)
-            self.train_index = self.benchmark.select(split="train")
+            self.train_index = self.benchmark.select(split=config.data.train_splits)
+            if config.data.val_root is not None:
+                self.val_benchmark = Benchmark.load(config.data.val_root)
             self.tuples = build_tuples(
                 self.benchmark.xy[self.train_index],
                 self.benchmark.world[self.train_index],
@@ -245,9 +248,17 @@ class Trainer:
                 config.data.neg_radius,
             )
         if len(self.train_index) == 0:
-            raise ValueError(f"{config.data.root}: no training submaps (split == train)")
+            raise ValueError(
+                f"{config.data.root}: no training submaps (split in {config.data.train_splits})"
+            )
         torch.manual_seed(config.seed)
-        self.model = create_model(config.model, **overrides).to(self.device)
+        self.model = create_model(config.model, **overrides)
+        if config.init_weights is not None:
+            _, init = load_model(config.init_weights)
+            if init is None:
+                raise CheckpointError(config.init_weights, "init_weights must be a checkpoint")
+            load_weights(self.model, init, config.init_weights)
+        self.model = self.model.to(self.device)
         self.validate = validate or self._default_validate
         self.loss_fn: LossFn = _make_loss(config)
         self.optimizer = torch.optim.Adam(
@@ -289,7 +300,7 @@ class Trainer:
 
         return evaluate_model(
             model,
-            self.benchmark,
+            self.val_benchmark if self.val_benchmark is not None else self.benchmark,
             batch_size=self.config.val_batch_size,
             num_workers=self.config.data.num_workers,
         ).summary()
