@@ -18,15 +18,6 @@ from hotformerloc.cli.main import entrypoint
 from hotformerloc.model.checkpoint import load_checkpoint, load_model
 from hotformerloc.model.reference import reference_to_ours
 
-TINY = [
-    "--variant",
-    "hotformerloc-tiny",
-    "--set",
-    "octree_depth=7",
-    "--set",
-    "normalize_points=false",
-]
-
 
 @pytest.fixture(scope="module")
 def weights(shared_data: Path) -> dict[str, torch.Tensor]:
@@ -88,7 +79,8 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_pth_and_ckpt_convert_to_identical_weights(tmp_path, weights, cli):
+def test_pth_and_ckpt_convert_to_identical_weights(tmp_path, weights, cli, tiny_convert_args):
+    TINY = tiny_convert_args
     pth, ckpt = tmp_path / "hotformerloc_small.pth", tmp_path / "small_best.ckpt"
     torch.save(weights, pth)
     ema = write_ckpt(ckpt, weights)
@@ -115,7 +107,10 @@ def test_pth_and_ckpt_convert_to_identical_weights(tmp_path, weights, cli):
     assert not model.training
 
 
-def test_wrong_variant_truncated_and_unknown_key_write_nothing(tmp_path, weights, cli):
+def test_wrong_variant_truncated_and_unknown_key_write_nothing(
+    tmp_path, weights, cli, tiny_convert_args
+):
+    TINY = tiny_convert_args
     pth = tmp_path / "w.pth"
     torch.save(weights, pth)
     cut = tmp_path / "cut.pth"
@@ -144,7 +139,8 @@ def test_wrong_variant_truncated_and_unknown_key_write_nothing(tmp_path, weights
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
-def test_output_must_be_safetensors(tmp_path, weights, cli):
+def test_output_must_be_safetensors(tmp_path, weights, cli, tiny_convert_args):
+    TINY = tiny_convert_args
     pth = tmp_path / "w.pth"
     torch.save(weights, pth)
     code, _, err = cli("convert", pth, *TINY, "--out", tmp_path / "o.pth")

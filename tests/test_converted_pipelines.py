@@ -27,15 +27,6 @@ from hotformerloc.model.checkpoint import load_checkpoint, load_model
 from hotformerloc.model.config import INPUT_PIPELINE_FIELDS
 from hotformerloc.octree import build_octree
 
-#: How tests/test_cli_convert.py converts the ``small`` fixture (its ours_equivalent).
-TINY = [
-    "--variant",
-    "hotformerloc-tiny",
-    "--set",
-    "octree_depth=7",
-    "--set",
-    "normalize_points=false",
-]
 SCALE = 0.05
 #: Descriptors from the CLIs vs the in-process model (batching and re-normalisation only).
 ATOL = 1e-6
@@ -93,7 +84,8 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(shared_data: Path, tmp_path_factory) -> Setup:
+def setup(shared_data: Path, tmp_path_factory, tiny_convert_args) -> Setup:
+    TINY = tiny_convert_args
     parity = shared_data / "reference_parity"
     if not (parity / "small_weights.safetensors").is_file():
         pytest.skip(f"{parity} has no small fixture")

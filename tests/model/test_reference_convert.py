@@ -38,14 +38,6 @@ SMALLCYL = {
 }
 
 
-@pytest.fixture(scope="module")
-def parity(shared_data: Path) -> Path:
-    d = shared_data / "reference_parity"
-    if not d.is_dir():
-        pytest.skip(f"{d} is absent")
-    return d
-
-
 def paper_keys(parity: Path, name: str) -> list[tuple[str, tuple[int, ...]]]:
     return [
         (k, tuple(s))

@@ -29,14 +29,6 @@ ATOL = 1e-4
 ATOL_DESCRIPTOR = 1e-5
 
 
-@pytest.fixture(scope="module")
-def parity(shared_data: Path) -> Path:
-    d = shared_data / "reference_parity"
-    if not d.is_dir():
-        pytest.skip(f"{d} is absent")
-    return d
-
-
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
