@@ -199,89 +199,87 @@ def generate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
-    budget: Annotated[
-        float,
+    model: Annotated[
+        str,
         typer.Option(
-            help="Training time cap in minutes: the demo trains 21 epochs (about 9 minutes "
-            "on 2 cores) and stops early only past this cap."
+            "--model", "-m", help="Trained weights: pretrained ARCH.TAG or a checkpoint file."
         ),
-    ] = 15.0,
-    retrain: Annotated[
-        bool, typer.Option(help="Train again even if the run folder has a finished model.")
-    ] = False,
+    ] = "hotformerloc-tiny.synth",
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Benchmark seed (not a pre-training seed: 1-8, 101-102 are refused)."
+        ),
+    ] = 0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Generator processes (default: CPUs).")
+    ] = None,
+    rerank_top: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Candidates re-ranked per query by geometric verification (0: none; "
+            "default 25; docs/demo.md).",
+        ),
+    ] = None,
 ) -> None:
-    """The main job on the embedded default: generate the demo benchmark (cached), train
-    hotformerloc-tiny (21 epochs, capped by a time budget), evaluate it (4 yaw views) against
-    Scan Context ground-to-ground and ground-to-aerial, and write report/report.html and
-    report/results.json."""
-    run_demo(out, workers, budget, retrain)
+    """The shipped pre-trained model on an unseen synthetic benchmark: generate the demo
+    benchmark (cached), evaluate the model (1 and 4 yaw views, + geometric re-ranking)
+    against Scan Context ground-to-ground and ground-to-aerial, localise ground scans in an
+    aerial place database, and write report/report.html and results.json. Trains nothing
+    (training: `hotformerloc train -c pretrain`, docs/training.md)."""
+    run_demo(out, model, seed, workers, rerank_top)
 
 
-#: The demo's test-time yaw views (docs/demo.md: 4 views lift ground-to-aerial AR@1).
-DEMO_YAW_VIEWS = 4
+def run_demo(out: Path, model: str, seed: int, workers: int | None, rerank_top: int | None) -> None:
+    from hotformerloc import demo as lib
 
+    top = lib.DEFAULT_RERANK_TOP if rerank_top is None else rerank_top
+    bar, update = _progress()
+    try:
+        lib.check_demo_args(model, seed, lib.DEFAULT_YAW_VIEWS, top, lib.DEFAULT_LOCALIZE)
+        with bar:
+            res = lib.run_demo(
+                out,
+                model=model,
+                seed=seed,
+                workers=workers,
+                yaw_views=lib.DEFAULT_YAW_VIEWS,
+                rerank_top=top,
+                progress=update,
+            )
+    except lib.DemoError as e:
+        raise UserError(str(e)) from None
 
-def run_demo(out: Path, workers: int | None, budget: float, retrain: bool) -> None:
-    import shutil
-
-    from hotformerloc.eval.report import format_table, write_report
-
-    t0 = time.perf_counter()
-    bench_dir = out / "benchmark"
-    _generate("demo", None, bench_dir, None, workers)
-    t_gen = time.perf_counter() - t0
-    train_dir = out / "train"
-    if retrain and train_dir.exists():
-        shutil.rmtree(train_dir)
-    t1 = time.perf_counter()
-    if (train_dir / "done.json").exists():
-        console.print(f"reusing the trained model in {train_dir} (--retrain to train again)")
-    else:
-        overrides: dict[str, object] = {"data": {"root": str(bench_dir)}, "time_budget_min": budget}
-        resume = (train_dir / "resume.safetensors").exists()
-        if resume:
-            console.print(f"resuming the interrupted training in {train_dir}")
-        from hotformerloc.synth.generate import workers_default
-
-        nproc = min(2, workers_default())  # the CPUs this process may use
-        run_training(Path("demo"), train_dir, resume, overrides, None, nproc=nproc)
-    t_train = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    ckpt = train_dir / "best.safetensors"
-    bench, entries = evaluate_methods(bench_dir, [str(ckpt)], True, 64, "auto", DEMO_YAW_VIEWS)
-    log = [
-        json.loads(line)
-        for line in (train_dir / "log.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
-    t_eval = time.perf_counter() - t2
-    timings = {
-        "generate_s": round(t_gen, 1),
-        "train_s": round(t_train, 1),
-        "evaluate_s": round(t_eval, 1),
-        "training_done": json.loads((train_dir / "done.json").read_text()),
-    }
-    report = write_report(
-        out / "report",
-        bench,  # type: ignore[arg-type]
-        entries,  # type: ignore[arg-type]
-        title="hotformerloc demo: hotformerloc-tiny vs Scan Context on the synthetic benchmark",
-        training_log=log,
-        extra=timings,
-    )
-    console.print(format_table(entries))  # type: ignore[arg-type]
-    ours, sc = entries[0].result.summary(), entries[-1].result.summary()  # type: ignore[attr-defined]
-    verdict = "beats" if ours.get("g2a_ar1", 0) > sc.get("g2a_ar1", 0) else "does NOT beat"
     console.print(
-        f"ground-to-aerial AR@1: trained model {ours.get('g2a_ar1', float('nan')):.1f} "
-        f"{verdict} Scan Context {sc.get('g2a_ar1', float('nan')):.1f}; "
-        f"ground-to-ground AR@1: {ours.get('g2g_ar1', float('nan')):.1f} vs "
-        f"{sc.get('g2g_ar1', float('nan')):.1f}"
+        f"model {res.model} (weights sha256 {res.weights_sha256}), seed {seed}",
+        soft_wrap=True,
+        markup=False,
     )
+    console.print(res.table(), soft_wrap=True, markup=False, highlight=False)
+    if res.localization:
+        console.print(
+            f"localisation of {len(res.localization)} ground test scans in their world's aerial "
+            f"map (top {top or 5} re-ranked): top place, pose error against the ground truth",
+            soft_wrap=True,
+        )
+    for r in res.localization:
+        ok = "within" if r.within else "NOT within"
+        console.print(
+            f"  {r.query} -> {r.top_place} ({r.place_distance_m:.1f} m away, fitness "
+            f"{r.fitness:.2f}): {r.translation_error_m:.2f} m, {r.rotation_error_deg:.1f} deg "
+            f"(yaw {r.yaw_error_deg:.1f} deg), {ok} 5 m / 5 deg",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    t = res.timings
     console.print(
-        f"report: {report} (total {time.perf_counter() - t0:.0f} s: generate {t_gen:.0f} s, "
-        f"train {t_train:.0f} s, evaluate {t_eval:.0f} s)"
+        f"report: {res.report}; results: {Path(out) / lib.RESULTS_FILE} (total {t.total_s:.0f} s: "
+        f"generate {t.generate_s:.0f} s, embed {t.embed_s + t.embed_yaw_s:.0f} s, re-rank "
+        f"{t.rerank_s:.0f} s, Scan Context {t.scancontext_s:.0f} s, database {t.database_s:.0f} s, "
+        f"localise {t.localize_s:.0f} s, report {t.report_s:.0f} s)",
+        soft_wrap=True,
     )
 
 
