@@ -264,3 +264,22 @@ def test_evaluate_command_matches_the_library(tmp_path, monkeypatch, capsys):
         want.locations["business"].recall_1pct
     )
     assert f"{IH[0]}" in str(ds.relpath[0])
+    # --reference-batching: the reference's batch-wide windows; with batch 1 it is the same
+    code, out, err = cli(
+        monkeypatch,
+        capsys,
+        "dataset",
+        "evaluate",
+        "--data",
+        tmp_path / "out",
+        "--model",
+        "hotformerloc-tiny",
+        "--device",
+        "cpu",
+        "--reference-batching",
+        "--batch-size",
+        "1",
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["r1"] == pytest.approx(want.r1)

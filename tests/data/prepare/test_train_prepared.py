@@ -66,3 +66,35 @@ def test_trainer_uses_the_prepared_tuples_scale_and_protocol(prepared, tmp_path)
     model, _ = load_model(str(tmp_path / "run" / "last.safetensors"))
     again = evaluate_prepared_model(model, ds, batch_size=4)
     assert res.log[-1]["val_ar1"] == pytest.approx(round(again.r1, 4))
+
+
+def test_reference_batching_embeds_each_set_on_its_own(prepared, monkeypatch):
+    """With the reference's batch-wide windows a descriptor depends on its batch, so each
+    evaluation set is embedded alone, in its order, in batches from its first submap (as
+    the reference's evaluation); with batch 1 both modes agree."""
+    import dataclasses
+
+    from hotformerloc.eval import prepared as module
+
+    ds = PreparedDataset.load(prepared)
+    torch.manual_seed(0)
+    model = create_model("hotformerloc-tiny", grad_checkpoint=False).eval()
+    seen = {}
+
+    def capture(retriever, dataset, k=None):
+        seen["desc"] = retriever.descriptors
+        return evaluate_prepared(retriever, dataset, k)
+
+    monkeypatch.setattr(module, "evaluate_prepared", capture)
+    ref = dataclasses.replace(model.config, window_batching="reference")
+    model.config = ref
+    evaluate_prepared_model(model, ds, batch_size=3)
+    got = seen["desc"]
+    runs = [r for loc in ds.evaluation.locations for r in loc.runs]
+    for run in runs:
+        rows = np.asarray(run.rows, np.int64)
+        np.testing.assert_allclose(got[rows], embed_benchmark(model, ds, rows, 3), atol=1e-6)
+    single = evaluate_prepared_model(model, ds, batch_size=1)
+    model.config = dataclasses.replace(ref, window_batching="per_sample")
+    plain = evaluate_prepared_model(model, ds, batch_size=1)
+    np.testing.assert_allclose(single.recall, plain.recall)
