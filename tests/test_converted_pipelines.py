@@ -7,11 +7,8 @@ All commands run in-process through the console entrypoint."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hotformerloc.cli.main import entrypoint
+from cli_helpers import run_cli as cli
 from hotformerloc.index import PlaceDatabase
 from hotformerloc.io import PointCloud, read_pointcloud, write_pointcloud
 from hotformerloc.model import prepare_points
@@ -30,22 +27,6 @@ from hotformerloc.octree import build_octree
 SCALE = 0.05
 #: Descriptors from the CLIs vs the in-process model (batching and re-normalisation only).
 ATOL = 1e-6
-
-
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``hotformerloc *args``."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["hotformerloc", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            entrypoint()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def forest_metres(seed: int) -> np.ndarray:

@@ -3,17 +3,15 @@ temporary pretrained weights: every number it reports is recomputed independentl
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cli_helpers import run_cli as cli
 from hotformerloc.baselines import ScanContextConfig, ScanContextRetriever
 from hotformerloc.config import from_dict, to_dict
 from hotformerloc.data import Benchmark
@@ -188,24 +186,6 @@ def test_training_and_validation_seeds_are_refused(tmp_path, seed):
     with pytest.raises(DemoError, match=f"seed {seed} .*pre-training"):
         run_demo(tmp_path / "run", seed=seed, config=small_config())
     assert not (tmp_path / "run").exists()
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``hotformerloc *args``, in-process (sees the table)."""
-    from hotformerloc.cli.main import entrypoint
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["hotformerloc", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            entrypoint()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_without_registered_weights_is_one_clear_line(tmp_path, monkeypatch):

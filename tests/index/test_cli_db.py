@@ -1,39 +1,20 @@
 """`hotformerloc db build|add|info` and `hotformerloc query` on a tiny benchmark (untrained
 hotformerloc-tiny, seed 0), run in-process through the console entrypoint."""
 
-import contextlib
-import io
 import itertools
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from hotformerloc.cli.main import entrypoint
+from cli_helpers import run_cli as cli
 from hotformerloc.index import DataFolderError, Localizer, PlaceDatabase, scan_places
 from hotformerloc.io import PointCloud, write_pointcloud
 
 GROUND = [(1000.0, 0.0, 0.0, 0.0), (1005.0, 8.0, 1.0, 90.0), (1010.0, 16.0, 2.0, 180.0)]
 AERIAL = [(2000.0, 0.0, 0.0, 0.0), (2001.0, 10.0, 0.0, 0.0), (2002.0, 20.0, 0.0, 0.0)]
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``hotformerloc *args``."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["hotformerloc", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            entrypoint()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def forest(seed: int) -> np.ndarray:

@@ -4,17 +4,15 @@ and the CLI (``models``, ``embed --model ARCH.TAG``), on a temporary entry."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cli_helpers import run_cli as cli
 from hotformerloc.config import ConfigError, to_dict
 from hotformerloc.io import PointCloud, read_pointcloud, write_pointcloud
 from hotformerloc.model import registry
@@ -52,24 +50,6 @@ def weights(tmp_path, monkeypatch) -> tuple[torch.nn.Module, registry.Pretrained
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``hotformerloc *args``, in-process (sees the table)."""
-    from hotformerloc.cli.main import entrypoint
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["hotformerloc", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            entrypoint()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------------------------ the API
