@@ -464,8 +464,9 @@ def evaluate_methods(
     Scan Context."""
     import torch
 
-    from hotformerloc.baselines import ScanContextConfig, ScanContextRetriever
+    from hotformerloc.baselines import ScanContextRetriever
     from hotformerloc.data import Benchmark
+    from hotformerloc.demo import scan_context_config
     from hotformerloc.eval import DescriptorRetriever
     from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
     from hotformerloc.eval.report import MethodEntry
@@ -497,7 +498,7 @@ def evaluate_methods(
                 entries.append(MethodEntry(f"{label} + re-ranking top {rerank}", res, rr))
                 update(f"re-ranked the top {rerank}", 1, 1)
         if scancontext:
-            cfg = ScanContextConfig(max_radius=30.0, height_reference="min")
+            cfg = scan_context_config()
             clouds = []
             for i in range(len(bench)):
                 clouds.append(bench.load_cloud(i))

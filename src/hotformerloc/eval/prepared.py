@@ -91,11 +91,16 @@ def evaluate_prepared(
     return locations_result(per, groups)
 
 
+def _evaluation_runs(ds: PreparedDataset) -> list[EvalRunSpec]:
+    """Every evaluation set of ``ds``: each location's runs, then its aerial set."""
+    runs = [r for loc in ds.evaluation.locations for r in loc.runs]
+    return runs + [loc.aerial for loc in ds.evaluation.locations if loc.aerial is not None]
+
+
 def evaluation_rows(ds: PreparedDataset) -> np.ndarray:
     """(R,) int64 ascending global rows that ``ds``'s evaluation sets use (queries and
     databases): the only submaps a model must embed to score the protocol."""
-    runs = [r for loc in ds.evaluation.locations for r in loc.runs]
-    runs += [loc.aerial for loc in ds.evaluation.locations if loc.aerial is not None]
+    runs = _evaluation_runs(ds)
     if not runs:
         return np.zeros(0, np.int64)
     return np.unique(np.concatenate([r.rows for r in runs])).astype(np.int64)
@@ -122,9 +127,7 @@ def evaluate_prepared_model(
     dim = model.config.output_dim
     desc = np.zeros((len(ds), dim), np.float32)
     if model.config.window_batching == "reference":
-        runs = [r for loc in ds.evaluation.locations for r in loc.runs]
-        runs += [loc.aerial for loc in ds.evaluation.locations if loc.aerial is not None]
-        for run in runs:
+        for run in _evaluation_runs(ds):
             rows = np.asarray(run.rows, np.int64)
             desc[rows] = embed_benchmark(model, ds, rows, batch_size, num_workers, yaw_views)
     else:
