@@ -458,6 +458,7 @@ def evaluate_methods(
     device: str,
     yaw_views: int = 1,
     rerank: int = 0,
+    query_views: int = 1,
 ) -> tuple[object, list[object]]:
     """(benchmark, [MethodEntry]) for each --model (and, with ``rerank`` > 0, the same
     model with its top-``rerank`` re-ranked by geometric verification), and optionally
@@ -467,8 +468,7 @@ def evaluate_methods(
     from hotformerloc.baselines import ScanContextRetriever
     from hotformerloc.data import Benchmark
     from hotformerloc.demo import scan_context_config
-    from hotformerloc.eval import DescriptorRetriever
-    from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
+    from hotformerloc.eval.benchmark import evaluate_retriever, model_retriever
     from hotformerloc.eval.report import MethodEntry
     from hotformerloc.model.checkpoint import load_model
 
@@ -482,12 +482,13 @@ def evaluate_methods(
         for spec in models:
             net, ck = load_model(spec)
             net = net.to(dev)
-            desc = embed_benchmark(net, bench, None, batch_size, 0, yaw_views)  # type: ignore[arg-type]
+            retr = model_retriever(net, bench, batch_size, 0, yaw_views, query_views)  # type: ignore[arg-type]
             update(f"embedded {Path(spec).stem}", 1, 1)
-            retr = DescriptorRetriever(desc)
             label = spec if ck is None else f"{ck.model} ({Path(spec).name})"
             if yaw_views > 1:
                 label += f", {yaw_views} yaw views"
+            if query_views > 1:
+                label += f", {query_views} query views"
             entries.append(MethodEntry(label, evaluate_retriever(retr, bench), retr))
             if rerank:
                 from hotformerloc.index.rerank import RerankRetriever
@@ -529,6 +530,14 @@ def eval_(
             min=1, help="Average each model descriptor over this many yaw rotations of the input."
         ),
     ] = 1,
+    query_views: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Embed each query at this many yaw rotations; its distance to a database "
+            "submap is the smallest over them (for co-oriented models, docs/training.md).",
+        ),
+    ] = 1,
     rerank: Annotated[
         int,
         typer.Option(
@@ -546,8 +555,10 @@ def eval_(
         raise UserError("nothing to evaluate: give --model and/or --scancontext")
     if rerank and not model:
         raise UserError("--rerank re-ranks a model's retrievals: give --model too")
+    if yaw_views > 1 and query_views > 1:
+        raise UserError("--yaw-views and --query-views cannot be combined")
     bench, entries = evaluate_methods(
-        data, model or [], scancontext, batch_size, device, yaw_views, rerank
+        data, model or [], scancontext, batch_size, device, yaw_views, rerank, query_views
     )
     if out is not None:
         write_report(out, bench, entries, title=f"Evaluation on {data}")  # type: ignore[arg-type]

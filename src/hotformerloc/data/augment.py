@@ -21,8 +21,6 @@ from torch import Tensor
 
 from hotformerloc.config import require
 
-#: Rotation range (degrees, about z) of ``set_mode`` 1 (the reference's Oxford default).
-SET_ROT_THETA = 5.0
 #: ``set_mode`` 1 and 2 flip: negate x with this probability, else negate y with it.
 FLIP_P = 0.25
 
@@ -34,8 +32,11 @@ class AugmentConfig:
     mode (per sample): 0 none; 1 jitter -> remove points -> translate -> block erase;
         2 = 1 with a rotation about z of U(-rot_theta, rot_theta) degrees after the removal.
     set_mode (per batch, one draw shared by the batch): 0 none; 1 rotation about z of
-        U(-5, 5) degrees then flip; 2 flip only. Flip: with p 0.25 negate x, with p 0.25
-        negate y, else nothing.
+        U(-set_rot_theta, set_rot_theta) degrees (the reference's Oxford default: 5) then
+        flip; 2 flip only. With clouds aligned to one orientation (``data.align_yaw``),
+        ``set_mode`` 1 with ``set_rot_theta`` 180 turns the whole batch to a random common
+        orientation and a small ``rot_theta`` leaves each sample's yaw a little off it.
+        Flip: with p 0.25 negate x, with p 0.25 negate y, else nothing.
     jitter_sigma, jitter_clip: per-coordinate N(0, sigma) noise clipped to +-clip.
     remove_max: delete floor(N * U(0, remove_max)) random points.
     translate_sigma: one N(0, sigma) offset per axis for the whole cloud.
@@ -48,6 +49,7 @@ class AugmentConfig:
     mode: Literal[0, 1, 2] = 2
     set_mode: Literal[0, 1, 2] = 2
     rot_theta: float = 180.0
+    set_rot_theta: float = 5.0
     jitter_sigma: float = 0.001
     jitter_clip: float = 0.002
     remove_max: float = 0.1
@@ -60,6 +62,10 @@ class AugmentConfig:
         require(self.mode in (0, 1, 2), f"mode must be 0, 1 or 2, got {self.mode!r}")
         require(self.set_mode in (0, 1, 2), f"set_mode must be 0, 1 or 2, got {self.set_mode!r}")
         require(0 <= self.rot_theta <= 180, f"rot_theta must be in [0, 180], got {self.rot_theta}")
+        require(
+            0 <= self.set_rot_theta <= 180,
+            f"set_rot_theta must be in [0, 180], got {self.set_rot_theta}",
+        )
         require(self.jitter_sigma >= 0, f"jitter_sigma must be >= 0, got {self.jitter_sigma}")
         require(self.jitter_clip >= 0, f"jitter_clip must be >= 0, got {self.jitter_clip}")
         require(0 <= self.remove_max < 1, f"remove_max must be in [0, 1), got {self.remove_max}")
@@ -143,7 +149,7 @@ def augment_set(
     if cfg.set_mode == 0:
         return clouds
     if cfg.set_mode == 1:
-        angle = _uniform(generator, -SET_ROT_THETA, SET_ROT_THETA)
+        angle = _uniform(generator, -cfg.set_rot_theta, cfg.set_rot_theta)
         clouds = [_rotate_z(c, angle) for c in clouds]
     u = _uniform(generator, 0.0, 1.0)
     axis = 0 if u < FLIP_P else 1 if u < 2 * FLIP_P else None

@@ -7,7 +7,9 @@ Layout (written by :mod:`hotformerloc.synth.generate`, spec 4.4)::
 
 Every folder of ``<root>`` that holds a ``split.csv`` is a world. The cloud of a row is
 ``<world>/<sequence>/clouds/<timestamp formatted with 6 decimals>.pcd``. Other files
-(``poses.csv``, ``test_regions.json``, ``manifest.json``) are not needed.
+(``test_regions.json``, ``manifest.json``) are not needed; ``<world>/<sequence>/poses.csv``
+(``timestamp,x,y,z,qx,qy,qz,qw``) is read only for the submap headings
+(:meth:`Benchmark.headings`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,27 @@ class DatasetError(ValueError):
 def cloud_relpath(sequence: str, timestamp: float) -> str:
     """``<sequence>/clouds/<timestamp:.6f>.pcd``, relative to the world folder."""
     return f"{sequence}/clouds/{timestamp:.6f}.pcd"
+
+
+def _read_headings(path: Path) -> dict[float, float]:
+    """``{timestamp (rounded to 1 µs): yaw (radians)}`` of a ``poses.csv``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the poses: {e}") from e
+    reader = csv.DictReader(text.splitlines())
+    cols = ("timestamp", "qx", "qy", "qz", "qw")
+    missing = [c for c in cols if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+    out = {}
+    for line, rec in enumerate(reader, start=2):
+        try:
+            t, qx, qy, qz, qw = (float(rec[c]) for c in cols)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path} line {line}: a value is missing or not a number") from None
+        out[round(t, 6)] = math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+    return out
 
 
 def _read_split(path: Path) -> list[tuple[str, float, float, float, str, str]]:
@@ -225,6 +248,29 @@ class Benchmark:
                 raise ValueError(f"select: unknown {name} {unknown} (known: {list(known)})")
             keep &= np.isin(column, wanted)
         return np.flatnonzero(keep).astype(np.int64)
+
+    def headings(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """(K,) float64 heading (yaw, radians, counter-clockwise about z) of each row's
+        submap frame in the world (all rows by default), from its sequence's ``poses.csv``
+        (the yaw of the pose's rotation, ``R = Rz(yaw) Ry(pitch) Rx(roll)``). Rotating a
+        cloud by its heading brings it to the world's orientation (north-up, the aerial
+        submaps' frame).
+
+        Raises:
+            DatasetError: a ``poses.csv`` missing, malformed, or without a row's timestamp.
+        """
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, np.int64)
+        out = np.empty(len(idx), np.float64)
+        tables: dict[Path, dict[float, float]] = {}
+        for j, i in enumerate(idx.tolist()):
+            path = self.root / str(self.world[i]) / str(self.sequence[i]) / "poses.csv"
+            if path not in tables:
+                tables[path] = _read_headings(path)
+            key = round(float(self.timestamp[i]), 6)
+            if key not in tables[path]:
+                raise DatasetError(f"{path}: no pose for timestamp {key:.6f}")
+            out[j] = tables[path][key]
+        return out
 
     def load_cloud(self, i: int) -> np.ndarray:
         """(M, 3) float32 points of row ``i``, metric, submap frame.

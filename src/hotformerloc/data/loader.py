@@ -34,6 +34,10 @@ class SubmapDataset(Dataset[Tensor]):
         indices: (N,) global row indices; item ``j`` is row ``indices[j]`` (local index j).
         yaw_deg: rotate every cloud by this angle (degrees, counter-clockwise) about the
             z axis of its submap frame (test-time rotation views; 0 = as stored).
+        align_yaw: first rotate each cloud by its submap's heading
+            (:meth:`Benchmark.headings`, read from ``poses.csv``) into the world's
+            orientation, so that all clouds share one orientation (training with known
+            poses; never for queries).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class SubmapDataset(Dataset[Tensor]):
         benchmark: Benchmark,
         indices: np.ndarray,
         yaw_deg: float = 0.0,
+        align_yaw: bool = False,
     ) -> None:
         indices = np.asarray(indices, np.int64)
         n = len(benchmark)
@@ -48,21 +53,23 @@ class SubmapDataset(Dataset[Tensor]):
             raise ValueError(f"indices must be (N,) row indices in [0, {n})")
         self.benchmark = benchmark
         self.indices = indices
-        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
-        self.rotation = (
-            None if yaw_deg % 360 == 0 else np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32)
-        )
+        yaw = np.full(len(indices), np.radians(yaw_deg))
+        if align_yaw:
+            yaw += benchmark.headings(indices)
+        self.yaw = None if not align_yaw and yaw_deg % 360 == 0 else yaw
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, j: int) -> Tensor:
-        """(M, 3) float32 cloud of local index ``j``, as stored (rotated by ``yaw_deg``)."""
+        """(M, 3) float32 cloud of local index ``j``, as stored (rotated by its heading if
+        ``align_yaw``, then by ``yaw_deg``)."""
         if not 0 <= j < len(self.indices):
             raise IndexError(f"local index {j} out of range [0, {len(self.indices)})")
         xyz = self.benchmark.load_cloud(int(self.indices[j]))
-        if self.rotation is not None:
-            xyz = xyz @ self.rotation.T
+        if self.yaw is not None:
+            c, s = np.cos(self.yaw[j]), np.sin(self.yaw[j])
+            xyz = xyz @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32).T
         return torch.from_numpy(np.ascontiguousarray(xyz, np.float32))
 
 

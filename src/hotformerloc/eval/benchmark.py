@@ -26,6 +26,7 @@ from hotformerloc.eval.protocols import (
     DescriptorRetriever,
     EvalRun,
     LocationsResult,
+    QueryViewRetriever,
     Retriever,
     evaluate_cross_source,
     evaluate_wild_places_inter,
@@ -140,23 +141,58 @@ def embed_benchmark(
     if not isinstance(yaw_views, int) or yaw_views < 1:
         raise ValueError(f"yaw_views must be an int >= 1, got {yaw_views!r}")
     idx = np.arange(len(bench)) if indices is None else np.asarray(indices, np.int64)
+    total = sum(
+        _embed(
+            model, SubmapDataset(bench, idx, yaw_deg=360.0 * v / yaw_views), batch_size, num_workers
+        )
+        for v in range(yaw_views)
+    )
+    if yaw_views > 1:
+        total = total / np.linalg.norm(total, axis=1, keepdims=True)
+    return np.asarray(total, np.float32)
+
+
+def _embed(
+    model: HOTFormerLoc, data: SubmapDataset, batch_size: int, num_workers: int
+) -> np.ndarray:
+    """(len(data), D) float32 descriptors, eval mode, no gradients, model's device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total = torch.zeros(len(idx), model.config.output_dim)
+    out = [torch.zeros(0, model.config.output_dim)]
     with torch.inference_mode():
-        for v in range(yaw_views):
-            data = SubmapDataset(bench, idx, yaw_deg=360.0 * v / yaw_views)
-            out = []
-            for batch in embedding_loader(data, model.config, batch_size, num_workers):
-                batch = batch.to(device)
-                out.extend(model(o).float().cpu() for o in batch.octrees)
-            if out:
-                total += torch.cat(out)
+        for batch in embedding_loader(data, model.config, batch_size, num_workers):
+            batch = batch.to(device)
+            out.extend(model(o).float().cpu() for o in batch.octrees)
     model.train(was_training)
-    if yaw_views > 1:
-        total = torch.nn.functional.normalize(total, dim=1)
-    return total.numpy()
+    return torch.cat(out).numpy()
+
+
+def query_rows(bench: Benchmark) -> np.ndarray:
+    """(R,) global indices of the submaps that query in :func:`benchmark_sets` (ground
+    submaps of the test split)."""
+    return np.flatnonzero((bench.source == "ground") & (bench.split == "test")).astype(np.int64)
+
+
+def embed_query_views(
+    model: HOTFormerLoc,
+    bench: Benchmark,
+    indices: np.ndarray,
+    views: int,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """(len(indices), views, D) float32 unit descriptors of each cloud turned about z by
+    ``360° · v / views`` (v = 0 … views − 1; view 0 is the cloud as stored)."""
+    if not isinstance(views, int) or views < 1:
+        raise ValueError(f"views must be an int >= 1, got {views!r}")
+    out = [
+        _embed(
+            model, SubmapDataset(bench, indices, yaw_deg=360.0 * v / views), batch_size, num_workers
+        )
+        for v in range(views)
+    ]
+    return np.stack(out, axis=1)
 
 
 def evaluate_model(
@@ -166,8 +202,35 @@ def evaluate_model(
     num_workers: int = 0,
     config: BenchmarkEvalConfig | None = None,
     yaw_views: int = 1,
+    query_views: int = 1,
 ) -> BenchmarkResult:
-    """Embed every submap of ``bench`` with ``model`` (``yaw_views``: see
-    :func:`embed_benchmark`) and score both protocols."""
+    """Embed every submap of ``bench`` with ``model`` and score both protocols.
+
+    ``yaw_views`` > 1: every descriptor is the mean over rotated views
+    (:func:`embed_benchmark`). ``query_views`` > 1: the database descriptors are of the
+    clouds as stored, each query cloud is embedded at ``query_views`` yaw angles and a
+    query's distance to an item is the smallest over its views
+    (:class:`~hotformerloc.eval.QueryViewRetriever`); for models trained on co-oriented
+    clouds (``data.align_yaw``). The two are exclusive.
+    """
+    retriever = model_retriever(model, bench, batch_size, num_workers, yaw_views, query_views)
+    return evaluate_retriever(retriever, bench, config)
+
+
+def model_retriever(
+    model: HOTFormerLoc,
+    bench: Benchmark,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    yaw_views: int = 1,
+    query_views: int = 1,
+) -> DescriptorRetriever | QueryViewRetriever:
+    """The retriever of ``model`` over ``bench`` (views as in :func:`evaluate_model`)."""
+    if yaw_views > 1 and query_views > 1:
+        raise ValueError("yaw_views and query_views cannot both be > 1")
     desc = embed_benchmark(model, bench, None, batch_size, num_workers, yaw_views)
-    return evaluate_retriever(DescriptorRetriever(desc), bench, config)
+    if query_views == 1:
+        return DescriptorRetriever(desc)
+    rows = query_rows(bench)
+    views = embed_query_views(model, bench, rows, query_views, batch_size, num_workers)
+    return QueryViewRetriever(desc, rows, views)

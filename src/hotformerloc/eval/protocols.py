@@ -36,6 +36,7 @@ __all__ = [
     "LoopClosureResult",
     "MeanMetrics",
     "ProtocolResult",
+    "QueryViewRetriever",
     "RankingLike",
     "Retriever",
     "evaluate_cross_source",
@@ -96,6 +97,80 @@ class DescriptorRetriever:
         exclude: np.ndarray | None = None,
     ) -> Ranking:
         return l2_ranking(self.descriptors[query], self.descriptors[database], k, exclude)
+
+
+@dataclass(frozen=True, eq=False)
+class QueryViewRetriever:
+    """Exact L2 retrieval where queries may carry several descriptors (test-time query
+    views, e.g. the query cloud turned to ``V`` yaw angles): the distance from a query to a
+    database item is the smallest over the query's views. Database items always use their
+    one stored descriptor.
+
+    * ``descriptors``: (N, D) real, row i = global item i (as stored);
+    * ``view_items``: (R,) distinct int64 global items that have views;
+    * ``views``: (R, V, D) their view descriptors. A query without views uses its row of
+      ``descriptors``.
+
+    The min over views of each view's exact top-k is the exact top-k of the min distance
+    (ties broken by the lower database position).
+    """
+
+    descriptors: np.ndarray
+    view_items: np.ndarray
+    views: np.ndarray
+
+    def __post_init__(self) -> None:
+        d = np.asarray(self.descriptors)
+        items = np.asarray(self.view_items, np.int64)
+        views = np.asarray(self.views)
+        if d.ndim != 2:
+            raise ValueError(f"descriptors must be (N, D), got shape {d.shape}")
+        if views.ndim != 3 or views.shape[0] != len(items) or views.shape[2] != d.shape[1]:
+            raise ValueError(
+                f"views must be (R, V, D) = ({len(items)}, V, {d.shape[1]}), got {views.shape}"
+            )
+        if len(items) and (items.min() < 0 or items.max() >= len(d)):
+            raise ValueError(f"view_items must be item indices in [0, {len(d)})")
+        if len(np.unique(items)) != len(items):
+            raise ValueError("view_items must be distinct")
+        object.__setattr__(self, "descriptors", d)
+        object.__setattr__(self, "view_items", items)
+        object.__setattr__(self, "views", views)
+
+    def rank(
+        self,
+        query: np.ndarray,
+        database: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None = None,
+    ) -> Ranking:
+        query = np.asarray(query, np.int64)
+        n_views = self.views.shape[1]
+        qv = np.repeat(self.descriptors[query][:, None, :], n_views, axis=1)
+        slot = {int(item): r for r, item in enumerate(self.view_items)}
+        for j, q in enumerate(query.tolist()):
+            if q in slot:
+                qv[j] = self.views[slot[q]]
+        db = self.descriptors[database]
+        parts = [l2_ranking(qv[:, v], db, k, exclude) for v in range(n_views)]
+        idx = np.concatenate([p.indices for p in parts], axis=1)
+        dist = np.concatenate([p.distances for p in parts], axis=1)
+        out_idx = np.full((len(query), k), -1, np.int64)
+        out_dist = np.full((len(query), k), np.inf)
+        for j in range(len(query)):
+            order = np.lexsort((idx[j], dist[j]))
+            seen: set[int] = set()
+            n = 0
+            for o in order.tolist():
+                i = int(idx[j, o])
+                if i < 0 or i in seen:
+                    continue
+                seen.add(i)
+                out_idx[j, n], out_dist[j, n] = i, dist[j, o]
+                n += 1
+                if n == k:
+                    break
+        return Ranking(out_idx, out_dist)
 
 
 def _as_items(items: np.ndarray, name: str) -> np.ndarray:

@@ -33,7 +33,11 @@ class DataSection:
     pre-training corpus); ``train_splits`` are the splits trained on (``[train, test,
     buffer]`` for worlds kept for training only); ``val_root`` (a folder or a list) holds
     the validation worlds: when set, validation scores their test queries instead of the
-    training benchmark's (model selection never sees test worlds).
+    training benchmark's (model selection never sees test worlds). ``align_yaw``: turn
+    every training cloud by its submap's heading (``poses.csv``) to the world's
+    orientation, so the network learns descriptors of co-oriented clouds (pair it with
+    ``augment.set_mode: 1``, ``set_rot_theta: 180`` and a small ``rot_theta``, and evaluate
+    with query views: ``val_query_views``, ``eval --query-views``).
     """
 
     root: str | list[str] = "runs/demo/benchmark"
@@ -43,6 +47,7 @@ class DataSection:
     neg_radius: float = 60.0
     num_workers: int = 0
     group_batches: bool = False
+    align_yaw: bool = False
 
     def __post_init__(self) -> None:
         require(self.pos_radius > 0, "data.pos_radius must be > 0")
@@ -90,8 +95,10 @@ class TrainConfig:
     saved as ``best``/``last``; 0 validates and saves the raw weights.
     ``schedule``: ``step`` (the milestones above) or ``cosine`` (after the warm-up, the
     factor falls from 1 to ``min_lr_factor`` along a half cosine over the remaining
-    epochs; milestones ignored). ``init_weights``: a checkpoint (ours or a reference file)
-    whose weights initialise the model (fine-tuning); its architecture must match.
+    epochs; milestones ignored). ``val_query_views`` > 1 validates with that many yaw
+    views of each query (for ``data.align_yaw`` models). ``init_weights``: a checkpoint
+    (ours or a reference file) whose weights initialise the model (fine-tuning); its
+    architecture must match.
     """
 
     model: str = "hotformerloc-tiny"
@@ -116,6 +123,7 @@ class TrainConfig:
     schedule: Literal["step", "cosine"] = "step"
     min_lr_factor: float = 0.01
     init_weights: str | None = None
+    val_query_views: int = 1
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 4 and self.batch_size % 2 == 0, "batch_size: even, >= 4")
@@ -131,6 +139,7 @@ class TrainConfig:
         require(self.time_budget_min >= 0, "time_budget_min must be >= 0")
         require(0 <= self.weights_ema < 1, "weights_ema must be in [0, 1) (0: off)")
         require(0 <= self.min_lr_factor <= 1, "min_lr_factor must be in [0, 1]")
+        require(self.val_query_views >= 1, "val_query_views must be >= 1")
 
     def lr_factor(self, epoch: int) -> float:
         """LR multiplier of 0-based ``epoch``: warm-up, then the step schedule."""

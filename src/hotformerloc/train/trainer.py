@@ -37,7 +37,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import Tensor, nn
 
-from hotformerloc.config import to_dict
+from hotformerloc.config import ConfigError, to_dict
 from hotformerloc.data import (
     Batch,
     Benchmark,
@@ -232,6 +232,8 @@ class Trainer:
         self.val_benchmark: Benchmark | None = None
         overrides = dict(config.model_overrides)
         if isinstance(root, str) and (Path(root) / SUBMAPS_FILE).is_file():  # a prepared set
+            if config.data.align_yaw:
+                raise ConfigError(f"{root}: data.align_yaw needs a benchmark folder with poses")
             prepared = PreparedDataset.load(root)
             self.benchmark = prepared
             overrides["input_scale"] = prepared.scale  # the dataset's units decide
@@ -277,7 +279,7 @@ class Trainer:
         self.collate = Collate(
             self.model.config, self.tuples, config.augment, chunk, seed=config.seed
         )
-        dataset = SubmapDataset(self.benchmark, self.train_index)
+        dataset = SubmapDataset(self.benchmark, self.train_index, align_yaw=config.data.align_yaw)
         self.loader = make_loader(dataset, self.sampler, self.collate, config.data.num_workers)
 
     # ------------------------------------------------------------------ helpers
@@ -303,6 +305,7 @@ class Trainer:
             self.val_benchmark if self.val_benchmark is not None else self.benchmark,
             batch_size=self.config.val_batch_size,
             num_workers=self.config.data.num_workers,
+            query_views=self.config.val_query_views,
         ).summary()
 
     def _state(self, epoch: int, meta: dict[str, Any]) -> TrainState:
