@@ -114,3 +114,31 @@ def test_group_batches_hold_one_group_and_one_group_is_the_plain_sampler() -> No
     assert one.batches(0) == plain.batches(0)
     with pytest.raises(ValueError, match="labels"):
         PairBatchSampler(t, 8, seed=2, groups=np.zeros(3))
+
+
+def test_cross_source_pairs() -> None:
+    """Two interleaved sources on a grid: with cross_source 1 every partner of an element
+    that has a positive of the other source is of the other source; 0 is the default."""
+    xy = np.stack(np.meshgrid(np.arange(12.0), np.arange(12.0)), -1).reshape(-1, 2)
+    sources = np.where(np.arange(len(xy)) % 5 == 0, "aerial", "ground")
+    t = build_tuples(xy, np.zeros(len(xy)), 1.5, 3.0)
+    plain = PairBatchSampler(t, batch_size=8, seed=3)
+    zero = PairBatchSampler(t, batch_size=8, seed=3, sources=sources, cross_source=0.0)
+    assert plain.batches(0) == zero.batches(0)
+    counts = []
+    for p in (0.0, 1.0):
+        s = PairBatchSampler(t, batch_size=8, seed=3, sources=sources, cross_source=p)
+        cross = 0
+        for b in s.batches(0):
+            for e, o in zip(b[::2], b[1::2], strict=True):
+                assert o in t.positives[e]
+                has_cross = (sources[t.positives[e]] != sources[e]).any()
+                if p == 1.0 and has_cross:
+                    assert sources[o] != sources[e]
+                cross += sources[o] != sources[e]
+        counts.append(cross)
+    assert counts[1] > 1.5 * counts[0]
+    with pytest.raises(ValueError, match="cross_source"):
+        PairBatchSampler(t, batch_size=8, seed=3, cross_source=0.5)
+    with pytest.raises(ValueError, match="cross_source"):
+        PairBatchSampler(t, batch_size=8, seed=3, sources=sources, cross_source=2.0)

@@ -29,12 +29,19 @@ class PairBatchSampler(Sampler[list[int]]):
     walk fills one batch per group. An option, off in the reference: with mixed batches of
     unrelated worlds, half the negatives are trivially easy.
 
+    With ``sources`` (the (N,) source of each element, e.g. ``ground``/``aerial``) and
+    ``cross_source`` > 0, an element's partner is drawn, with that probability, among its
+    positives of *another* source (when it has any): more cross-source pairs per batch than
+    uniform drawing gives (an option, off in the reference).
+
     Args:
         tuples: the training tuples (only ``positives`` is used).
         batch_size: elements per batch, even and >= 4.
         seed: base seed.
         drop_small: minimum size of the kept final partial batch (>= 2).
         groups: optional (N,) group label of each element.
+        sources: optional (N,) source label of each element (needed by ``cross_source``).
+        cross_source: probability in [0, 1] of drawing a cross-source partner.
 
     Raises:
         ValueError: bad ``batch_size``/``drop_small``, or no element has a positive.
@@ -47,6 +54,8 @@ class PairBatchSampler(Sampler[list[int]]):
         seed: int,
         drop_small: int = 4,
         groups: np.ndarray | None = None,
+        sources: np.ndarray | None = None,
+        cross_source: float = 0.0,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 4 or batch_size % 2:
             raise ValueError(f"batch_size must be an even int >= 4, got {batch_size!r}")
@@ -57,6 +66,12 @@ class PairBatchSampler(Sampler[list[int]]):
         if groups is not None and len(groups) != len(tuples.positives):
             n = len(tuples.positives)
             raise ValueError(f"groups has {len(groups)} labels for {n} elements")
+        if not 0 <= cross_source <= 1:
+            raise ValueError(f"cross_source must be in [0, 1], got {cross_source!r}")
+        if cross_source and (sources is None or len(sources) != len(tuples.positives)):
+            raise ValueError("cross_source needs one source label per element")
+        self.sources = None if sources is None else np.asarray(sources)
+        self.cross_source = cross_source
         self.positives = tuples.positives
         self.groups = None if groups is None else np.asarray(groups)
         self.batch_size = batch_size
@@ -89,6 +104,10 @@ class PairBatchSampler(Sampler[list[int]]):
             pos = self.positives[e]
             if len(pos) == 0:
                 continue
+            if self.cross_source and rng.random() < self.cross_source:
+                assert self.sources is not None
+                cross = pos[self.sources[pos] != self.sources[e]]
+                pos = cross if len(cross) else pos
             free = pos[~used[pos]]
             other = int(rng.choice(free if len(free) else pos))
             used[other] = True

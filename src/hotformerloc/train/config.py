@@ -37,7 +37,9 @@ class DataSection:
     every training cloud by its submap's heading (``poses.csv``) to the world's
     orientation, so the network learns descriptors of co-oriented clouds (pair it with
     ``augment.set_mode: 1``, ``set_rot_theta: 180`` and a small ``rot_theta``, and evaluate
-    with query views: ``val_query_views``, ``eval --query-views``).
+    with query views: ``val_query_views``, ``eval --query-views``). ``cross_source``: the
+    probability of pairing an element with a positive of the other source (ground/aerial;
+    see :class:`~hotformerloc.data.PairBatchSampler`; 0 = uniform, as the reference).
     """
 
     root: str | list[str] = "runs/demo/benchmark"
@@ -48,11 +50,13 @@ class DataSection:
     num_workers: int = 0
     group_batches: bool = False
     align_yaw: bool = False
+    cross_source: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.pos_radius > 0, "data.pos_radius must be > 0")
         require(self.neg_radius >= self.pos_radius, "data.neg_radius must be >= pos_radius")
         require(self.num_workers >= 0, "data.num_workers must be >= 0")
+        require(0 <= self.cross_source <= 1, "data.cross_source must be in [0, 1]")
         require(
             bool(self.train_splits) and set(self.train_splits) <= {"train", "test", "buffer"},
             f"data.train_splits must be a non-empty list of train, test, buffer, got "

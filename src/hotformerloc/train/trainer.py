@@ -274,6 +274,8 @@ class Trainer:
             config.batch_size,
             seed=config.seed,
             groups=self.benchmark.world[self.train_index] if config.data.group_batches else None,
+            sources=self.benchmark.source[self.train_index],
+            cross_source=config.data.cross_source,
         )
         chunk = min(config.batch_split_size, max(1, config.batch_size // self.ddp.world_size))
         self.collate = Collate(
