@@ -1,5 +1,6 @@
 """The demo (``hotformerloc.demo.run_demo``, ``hotformerloc demo``) on a small benchmark with
-temporary pretrained weights: every number it reports is recomputed independently here."""
+temporary pretrained weights (a co-oriented model: ``query_views`` 2): every number it
+reports is recomputed independently here."""
 
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ from hotformerloc.demo import (
     load_result,
     run_demo,
 )
-from hotformerloc.eval import DescriptorRetriever
-from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
+from hotformerloc.eval import DescriptorRetriever, QueryViewRetriever
+from hotformerloc.eval.benchmark import (
+    embed_benchmark,
+    embed_query_views,
+    evaluate_retriever,
+    query_rows,
+)
 from hotformerloc.index import PlaceDatabase, read_poses_csv
 from hotformerloc.index.rerank import RerankRetriever
 from hotformerloc.model import registry
@@ -81,7 +87,7 @@ def register_weights(mp: pytest.MonkeyPatch, folder: Path) -> tuple[torch.nn.Mod
     mp.setattr(registry, "WEIGHTS_DIR", folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(5)
-    model = create_model("hotformerloc-tiny", input_scale=1.0 / 30.0)
+    model = create_model("hotformerloc-tiny", input_scale=1.0 / 30.0, query_views=YAW_VIEWS)
     file = f"{NAME}.safetensors"
     sha = save_checkpoint(folder / file, model, "hotformerloc-tiny", to_dict(model.config))
     register_pretrained(NAME, file, sha, "seeded test weights")
@@ -98,7 +104,6 @@ def demo(tmp_path_factory):
             root / "run",
             seed=SEED,
             workers=1,
-            yaw_views=YAW_VIEWS,
             rerank_top=TOP,
             localize=LOCALIZE,
             config=small_config(),
@@ -110,8 +115,10 @@ def test_every_method_equals_the_library_evaluation(demo):
     res, out, model, sha = demo
     bench = Benchmark.load(out / "benchmark")
     assert [m.kind for m in res.methods] == ["model", "yaw_views", "rerank", "scancontext"]
-    one = DescriptorRetriever(embed_benchmark(model, bench, None, 64, 0, 1))
-    yaw = DescriptorRetriever(embed_benchmark(model, bench, None, 64, 0, YAW_VIEWS))
+    desc = embed_benchmark(model, bench, None, 64, 0, 1)
+    one = DescriptorRetriever(desc)
+    rows = query_rows(bench)
+    yaw = QueryViewRetriever(desc, rows, embed_query_views(model, bench, rows, YAW_VIEWS, 64))
     rr = RerankRetriever(yaw, bench.load_cloud, top_k=TOP)
     clouds = [bench.load_cloud(i) for i in range(len(bench))]
     sc = ScanContextRetriever.from_clouds(
@@ -126,7 +133,8 @@ def test_every_method_equals_the_library_evaluation(demo):
     for kind, summary in expected.items():
         assert dict(res.method(kind).metrics) == summary, kind
         assert {"g2g_ar1", "g2a_ar1"} <= set(summary)
-    assert res.method("rerank").name == f"{NAME}, {YAW_VIEWS} yaw views + re-ranking top {TOP}"
+    assert res.method("rerank").name == f"{NAME}, {YAW_VIEWS} query views + re-ranking top {TOP}"
+    assert res.yaw_views == YAW_VIEWS  # the model's own query views
     assert res.model == NAME and res.model_name == "hotformerloc-tiny"
     assert res.weights_sha256 == sha
     report = json.loads((out / "report" / "results.json").read_text())

@@ -6,9 +6,11 @@ synthetic benchmark, against Scan Context, and as a localiser in an aerial place
 1. generates the ``demo`` benchmark (cached and resumable: :mod:`hotformerloc.synth.generate`)
    from a seed that none of the pre-training or validation worlds used (:data:`RESERVED_SEEDS`);
 2. evaluates ground-to-ground (15 m) and ground-to-aerial (30 m): the model with one view,
-   the model averaged over ``yaw_views`` yaw rotations of the input, that model with its top
-   ``rerank_top`` re-ranked by geometric verification (:class:`RerankRetriever`), and Scan
-   Context (:func:`scan_context_config`);
+   the model with ``yaw_views`` test-time yaw views (query views, the smallest distance over
+   them, for a model trained on co-oriented clouds, ``config.query_views`` > 1; otherwise
+   the descriptor averaged over the views), that model with its top ``rerank_top``
+   re-ranked by geometric verification (:class:`RerankRetriever`), and Scan Context
+   (:func:`scan_context_config`);
 3. builds a place database of the benchmark's aerial submaps with the model and localises
    ``localize`` ground test scans in their world's aerial map, with re-ranking: the top
    place and the 6-DoF pose it gives, against the ground-truth pose;
@@ -65,7 +67,8 @@ __all__ = [
 
 #: The shipped weights the demo shows (``hotformerloc models --pretrained``).
 DEFAULT_MODEL = "hotformerloc-tiny.synth"
-#: Test-time yaw views of the second model row (docs/demo.md).
+#: Test-time yaw views of the second model row for a model without ``query_views``
+#: (docs/demo.md); a model with ``config.query_views`` > 1 uses its own.
 DEFAULT_YAW_VIEWS = 4
 #: Candidates re-ranked per query by geometric verification (measured: docs/demo.md).
 DEFAULT_RERANK_TOP = 25
@@ -327,11 +330,11 @@ def evaluate_demo_methods(
     batch_size: int = BATCH_SIZE,
 ) -> tuple[list[MethodEntry], list[str], dict[str, float]]:
     """(report entries, their kinds, seconds per stage): ``model`` (eval mode) with one
-    view, with ``yaw_views`` views, the latter with its top ``rerank_top`` re-ranked, and
-    Scan Context; each scored by :func:`evaluate_retriever` on both protocols."""
+    view, with ``yaw_views`` views (query views when ``model.config.query_views`` > 1, else
+    averaged), the latter with its top ``rerank_top`` re-ranked, and Scan Context; each
+    scored by :func:`evaluate_retriever` on both protocols."""
     from hotformerloc.baselines import ScanContextRetriever
-    from hotformerloc.eval import DescriptorRetriever
-    from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
+    from hotformerloc.eval.benchmark import evaluate_retriever, model_retriever
     from hotformerloc.eval.report import MethodEntry
     from hotformerloc.index.rerank import RerankRetriever
 
@@ -348,16 +351,19 @@ def evaluate_demo_methods(
         update(stage, 1, 1)
         return out
 
+    co_oriented = model.config.query_views > 1
+    kind_of_views = "query views" if co_oriented else "yaw views"
     views = [(1, "model", "embed_s", label)]
     if yaw_views > 1:
-        views.append((yaw_views, "yaw_views", "embed_yaw_s", f"{label}, {yaw_views} yaw views"))
+        name = f"{label}, {yaw_views} {kind_of_views}"
+        views.append((yaw_views, "yaw_views", "embed_yaw_s", name))
     base = None
     base_label = label
     for n, kind, key, name in views:
 
         def embed_and_score(n: int = n) -> tuple[Any, Any]:
-            desc = embed_benchmark(model, bench, None, batch_size, 0, n)
-            retr = DescriptorRetriever(desc)
+            yaw, query = (1, n) if co_oriented else (n, 1)
+            retr = model_retriever(model, bench, batch_size, 0, yaw, query)
             return retr, evaluate_retriever(retr, bench)
 
         retr, res = timed(key, f"embedding ({n} view{'s' * (n > 1)})", embed_and_score)
@@ -488,7 +494,7 @@ def _localize(
 
 # ----------------------------------------------------------------------------- the demo
 def check_demo_args(
-    model: str | Path, seed: int, yaw_views: int, rerank_top: int, localize: int
+    model: str | Path, seed: int, yaw_views: int | None, rerank_top: int, localize: int
 ) -> str:
     """Validate :func:`run_demo`'s arguments without doing any work; returns the model
     spec to load (:func:`resolve_model`).
@@ -503,7 +509,7 @@ def check_demo_args(
             f"seed {seed} is a seed of the pre-training corpus (training 1-8, validation "
             "101-102): the demo must show worlds the model has not seen, choose another seed"
         )
-    if not isinstance(yaw_views, int) or yaw_views < 1:
+    if yaw_views is not None and (not isinstance(yaw_views, int) or yaw_views < 1):
         raise DemoError(f"yaw_views must be an integer >= 1, got {yaw_views!r}")
     if not isinstance(rerank_top, int) or rerank_top < 0:
         raise DemoError(
@@ -519,7 +525,7 @@ def run_demo(
     model: str | Path = DEFAULT_MODEL,
     seed: int = 0,
     workers: int | None = None,
-    yaw_views: int = DEFAULT_YAW_VIEWS,
+    yaw_views: int | None = None,
     rerank_top: int = DEFAULT_RERANK_TOP,
     localize: int = DEFAULT_LOCALIZE,
     progress: Progress | None = None,
@@ -534,7 +540,9 @@ def run_demo(
             ``ARCH`` (its default tag) or a checkpoint file.
         seed: benchmark seed; not one of :data:`RESERVED_SEEDS`.
         workers: generator processes (default: the CPUs, at most 8).
-        yaw_views: test-time yaw views of the second model row (1: that row is left out).
+        yaw_views: test-time yaw views of the second model row (1: that row is left out;
+            default: the model's ``config.query_views`` when > 1, else
+            :data:`DEFAULT_YAW_VIEWS`).
         rerank_top: candidates re-ranked per query (0: no re-ranking row, and the
             localisation verifies the top 5).
         localize: ground test scans to localise (0: no database).
@@ -561,6 +569,9 @@ def run_demo(
     if ck is None:
         raise DemoError(f"{spec!r} has no trained weights; the demo needs a pretrained model")
     sha = ck.sha256  # of the file's bytes (for ARCH.TAG: verified against the registry)
+    if yaw_views is None:
+        own = net.config.query_views
+        yaw_views = own if own > 1 else DEFAULT_YAW_VIEWS
     out = Path(out)
     bench_dir = out / "benchmark"
 

@@ -244,3 +244,41 @@ def test_query_rerank_verifies_and_gives_the_map_pose(data):
     assert top["id"] == "forest/ground_01/1005.000000" and fitness[0] >= 0.9
     # the scan is the submap itself: map pose == the submap's pose
     np.testing.assert_allclose(top["map_pose"], top["pose"], atol=0.05)
+
+
+def test_query_views_search_the_turned_scan(data):
+    """A model with query_views 4 finds a scan turned by 90 degrees at the distance of the
+    view that turns it back; every distance is the smallest over the views."""
+    from dataclasses import replace
+
+    from hotformerloc.index import load_embedder
+    from hotformerloc.io import read_pointcloud
+
+    db = PlaceDatabase.open(data / "db")
+    emb = load_embedder("hotformerloc-tiny")
+    plain = Localizer(db, emb)
+    emb4 = load_embedder("hotformerloc-tiny")
+    emb4.model.config = replace(emb4.model.config, query_views=4)
+    loc = Localizer(db, emb4)
+    xyz = read_pointcloud(cloud(data, "ground_01", 1005.0)).xyz
+    turned = xyz @ np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], np.float32).T
+    res = loc.query(turned, k=6)
+    assert res.candidates[0].id == "forest/ground_01/1005.000000"
+    assert res.candidates[0].distance < 0.2 * plain.query(turned, k=6).candidates[0].distance
+    views = emb.embed(
+        [
+            turned @ np.array(r, np.float32).T
+            for r in (
+                [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                [[0, -1, 0], [1, 0, 0], [0, 0, 1]],
+                [[-1, 0, 0], [0, -1, 0], [0, 0, 1]],
+                [[0, 1, 0], [-1, 0, 0], [0, 0, 1]],
+            )
+        ]
+    )
+    stored = db.descriptors
+    ids = [db.entry(i).id for i in range(len(stored))]
+    for c in res.candidates:
+        d = np.linalg.norm(views - stored[ids.index(c.id)], axis=1).min()
+        assert c.distance == pytest.approx(d, abs=1e-4)
+    assert [c.distance for c in res.candidates] == sorted(c.distance for c in res.candidates)

@@ -224,9 +224,9 @@ def demo(
     ] = None,
 ) -> None:
     """The shipped pre-trained model on an unseen synthetic benchmark: generate the demo
-    benchmark (cached), evaluate the model (1 and 4 yaw views, + geometric re-ranking)
-    against Scan Context ground-to-ground and ground-to-aerial, localise ground scans in an
-    aerial place database, and write report/report.html and results.json. Trains nothing
+    benchmark (cached), evaluate the model (1 view and its test-time yaw views, + geometric
+    re-ranking) against Scan Context ground-to-ground and ground-to-aerial, localise ground
+    scans in an aerial place database, and write report/report.html and results.json. Trains nothing
     (training: `hotformerloc train -c pretrain`, docs/training.md)."""
     run_demo(out, model, seed, workers, rerank_top)
 
@@ -237,14 +237,13 @@ def run_demo(out: Path, model: str, seed: int, workers: int | None, rerank_top: 
     top = lib.DEFAULT_RERANK_TOP if rerank_top is None else rerank_top
     bar, update = _progress()
     try:
-        lib.check_demo_args(model, seed, lib.DEFAULT_YAW_VIEWS, top, lib.DEFAULT_LOCALIZE)
+        lib.check_demo_args(model, seed, None, top, lib.DEFAULT_LOCALIZE)
         with bar:
             res = lib.run_demo(
                 out,
                 model=model,
                 seed=seed,
                 workers=workers,
-                yaw_views=lib.DEFAULT_YAW_VIEWS,
                 rerank_top=top,
                 progress=update,
             )
@@ -458,7 +457,7 @@ def evaluate_methods(
     device: str,
     yaw_views: int = 1,
     rerank: int = 0,
-    query_views: int = 1,
+    query_views: int | None = None,
 ) -> tuple[object, list[object]]:
     """(benchmark, [MethodEntry]) for each --model (and, with ``rerank`` > 0, the same
     model with its top-``rerank`` re-ranked by geometric verification), and optionally
@@ -468,6 +467,7 @@ def evaluate_methods(
     from hotformerloc.baselines import ScanContextRetriever
     from hotformerloc.data import Benchmark
     from hotformerloc.demo import scan_context_config
+    from hotformerloc.eval import QueryViewRetriever
     from hotformerloc.eval.benchmark import evaluate_retriever, model_retriever
     from hotformerloc.eval.report import MethodEntry
     from hotformerloc.model.checkpoint import load_model
@@ -487,8 +487,8 @@ def evaluate_methods(
             label = spec if ck is None else f"{ck.model} ({Path(spec).name})"
             if yaw_views > 1:
                 label += f", {yaw_views} yaw views"
-            if query_views > 1:
-                label += f", {query_views} query views"
+            if isinstance(retr, QueryViewRetriever):
+                label += f", {retr.views.shape[1]} query views"
             entries.append(MethodEntry(label, evaluate_retriever(retr, bench), retr))
             if rerank:
                 from hotformerloc.index.rerank import RerankRetriever
@@ -531,13 +531,13 @@ def eval_(
         ),
     ] = 1,
     query_views: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             help="Embed each query at this many yaw rotations; its distance to a database "
-            "submap is the smallest over them (for co-oriented models, docs/training.md).",
+            "submap is the smallest over them (default: the model's query_views).",
         ),
-    ] = 1,
+    ] = None,
     rerank: Annotated[
         int,
         typer.Option(
@@ -555,7 +555,7 @@ def eval_(
         raise UserError("nothing to evaluate: give --model and/or --scancontext")
     if rerank and not model:
         raise UserError("--rerank re-ranks a model's retrievals: give --model too")
-    if yaw_views > 1 and query_views > 1:
+    if yaw_views > 1 and query_views is not None and query_views > 1:
         raise UserError("--yaw-views and --query-views cannot be combined")
     bench, entries = evaluate_methods(
         data, model or [], scancontext, batch_size, device, yaw_views, rerank, query_views

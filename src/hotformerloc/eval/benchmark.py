@@ -202,16 +202,16 @@ def evaluate_model(
     num_workers: int = 0,
     config: BenchmarkEvalConfig | None = None,
     yaw_views: int = 1,
-    query_views: int = 1,
+    query_views: int | None = None,
 ) -> BenchmarkResult:
     """Embed every submap of ``bench`` with ``model`` and score both protocols.
 
     ``yaw_views`` > 1: every descriptor is the mean over rotated views
-    (:func:`embed_benchmark`). ``query_views`` > 1: the database descriptors are of the
-    clouds as stored, each query cloud is embedded at ``query_views`` yaw angles and a
-    query's distance to an item is the smallest over its views
-    (:class:`~hotformerloc.eval.QueryViewRetriever`); for models trained on co-oriented
-    clouds (``data.align_yaw``). The two are exclusive.
+    (:func:`embed_benchmark`). ``query_views`` (default: the model's
+    ``config.query_views``, or 1 with ``yaw_views`` > 1) > 1: the database descriptors are
+    of the clouds as stored, each query cloud is embedded at ``query_views`` yaw angles and
+    a query's distance to an item is the smallest over its views
+    (:class:`~hotformerloc.eval.QueryViewRetriever`). The two are exclusive.
     """
     retriever = model_retriever(model, bench, batch_size, num_workers, yaw_views, query_views)
     return evaluate_retriever(retriever, bench, config)
@@ -223,9 +223,11 @@ def model_retriever(
     batch_size: int = 32,
     num_workers: int = 0,
     yaw_views: int = 1,
-    query_views: int = 1,
+    query_views: int | None = None,
 ) -> DescriptorRetriever | QueryViewRetriever:
     """The retriever of ``model`` over ``bench`` (views as in :func:`evaluate_model`)."""
+    if query_views is None:
+        query_views = 1 if yaw_views > 1 else model.config.query_views
     if yaw_views > 1 and query_views > 1:
         raise ValueError("yaw_views and query_views cannot both be > 1")
     desc = embed_benchmark(model, bench, None, batch_size, num_workers, yaw_views)

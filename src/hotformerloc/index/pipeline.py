@@ -442,6 +442,14 @@ class QueryResult:
         }
 
 
+def _turn(cloud: np.ndarray, degrees: float) -> np.ndarray:
+    """``cloud`` turned counter-clockwise about z (itself for 0)."""
+    if degrees == 0:
+        return cloud
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return cloud @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32).T
+
+
 class Localizer:
     """Answers queries against a database with the database's own model.
 
@@ -512,8 +520,10 @@ class Localizer:
         rerank: bool = False,
     ) -> QueryResult:
         """Top-``k`` places for a metric scan ((N, 3) float, its own frame), among the
-        entries passing ``where``; with ``rerank`` the k candidates are verified against
-        their submap files and reordered by fitness (stable: ties keep descriptor order).
+        entries passing ``where`` (a model with ``config.query_views`` V > 1 searches the
+        scan turned to V yaw angles and keeps each entry's smallest distance); with
+        ``rerank`` the k candidates are verified against their submap files and reordered
+        by fitness (stable: ties keep descriptor order).
 
         Raises:
             OctreeInputError: the scan is empty, non-finite or malformed.
@@ -521,15 +531,17 @@ class Localizer:
                 the verification rejects (named).
         """
         t0 = time.perf_counter()
-        desc = self.embedder.embed([cloud], [name])
+        views = int(self.embedder.model.config.query_views)
+        turned = [_turn(np.asarray(cloud), 360.0 * v / views) for v in range(views)]
+        desc = self.embedder.embed(turned, [name] * views)
         t1 = time.perf_counter()
         found = self.db.search(desc, k, where)
         t2 = time.perf_counter()
-        hits = [
-            (int(i), float(d))
-            for i, d in zip(found.indices[0], found.distances[0], strict=True)
-            if i >= 0
-        ]
+        best: dict[int, float] = {}
+        for i, d in zip(found.indices.ravel(), found.distances.ravel(), strict=True):
+            if i >= 0 and d < best.get(int(i), math.inf):
+                best[int(i)] = float(d)
+        hits = sorted(best.items(), key=lambda h: (h[1], h[0]))[:k]
         entries = [self.db.entry(i) for i, _ in hits]
         verifications: list[Verification | None] = [None] * len(hits)
         order = list(range(len(hits)))

@@ -80,6 +80,13 @@ class ModelConfig:
             nodes, which equals ocnn's nodes at every depth >= full_depth, so the
             coarsest pyramid depth ``d - 2 - num_pyramid_levels`` must be >= full_depth.
 
+    Retrieval:
+        query_views: how a query is searched: embedded turned about z to ``query_views``
+            yaw angles (360° · v / V) and matched by its smallest distance over them, while
+            database entries are embedded once, as stored. Models trained on co-oriented
+            clouds (training ``data.align_yaw``) need it; 1 for the paper's models, which
+            learn rotation invariance from augmentation.
+
     Runtime:
         window_batching: ``per_sample`` pads each sample's nodes separately (a descriptor
             does not depend on the rest of the batch); ``reference`` pads the batch once per
@@ -108,6 +115,7 @@ class ModelConfig:
     unit_edge: UnitEdge = "clamp"
     octree_depth: int = 7
     full_depth: int = 2
+    query_views: int = 1
     window_batching: WindowBatching = "per_sample"
 
     def __post_init__(self) -> None:
@@ -130,6 +138,7 @@ class ModelConfig:
         require(0.0 <= self.drop_path < 1.0, f"drop_path must be in [0, 1), got {self.drop_path}")
         require(self.output_dim >= 1, f"output_dim must be >= 1, got {self.output_dim}")
         require(self.full_depth >= 1, f"full_depth must be >= 1, got {self.full_depth}")
+        require(self.query_views >= 1, f"query_views must be >= 1, got {self.query_views}")
         coarsest = self.octree_depth - 2 - self.num_pyramid_levels
         require(
             coarsest >= 1 and self.octree_depth <= 16,

@@ -37,7 +37,7 @@ class DataSection:
     every training cloud by its submap's heading (``poses.csv``) to the world's
     orientation, so the network learns descriptors of co-oriented clouds (pair it with
     ``augment.set_mode: 1``, ``set_rot_theta: 180`` and a small ``rot_theta``, and evaluate
-    with query views: ``val_query_views``, ``eval --query-views``). ``cross_source``: the
+    with query views: ``model_overrides: {query_views: 8}``). ``cross_source``: the
     probability of pairing an element with a positive of the other source (ground/aerial;
     see :class:`~hotformerloc.data.PairBatchSampler`; 0 = uniform, as the reference).
     """
@@ -99,8 +99,7 @@ class TrainConfig:
     saved as ``best``/``last``; 0 validates and saves the raw weights.
     ``schedule``: ``step`` (the milestones above) or ``cosine`` (after the warm-up, the
     factor falls from 1 to ``min_lr_factor`` along a half cosine over the remaining
-    epochs; milestones ignored). ``val_query_views`` > 1 validates with that many yaw
-    views of each query (for ``data.align_yaw`` models). ``init_weights``: a checkpoint
+    epochs; milestones ignored). ``init_weights``: a checkpoint
     (ours or a reference file) whose weights initialise the model (fine-tuning); its
     architecture must match.
     """
@@ -127,7 +126,6 @@ class TrainConfig:
     schedule: Literal["step", "cosine"] = "step"
     min_lr_factor: float = 0.01
     init_weights: str | None = None
-    val_query_views: int = 1
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 4 and self.batch_size % 2 == 0, "batch_size: even, >= 4")
@@ -143,7 +141,6 @@ class TrainConfig:
         require(self.time_budget_min >= 0, "time_budget_min must be >= 0")
         require(0 <= self.weights_ema < 1, "weights_ema must be in [0, 1) (0: off)")
         require(0 <= self.min_lr_factor <= 1, "min_lr_factor must be in [0, 1]")
-        require(self.val_query_views >= 1, "val_query_views must be >= 1")
 
     def lr_factor(self, epoch: int) -> float:
         """LR multiplier of 0-based ``epoch``: warm-up, then the step schedule."""

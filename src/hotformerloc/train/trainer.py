@@ -307,7 +307,6 @@ class Trainer:
             self.val_benchmark if self.val_benchmark is not None else self.benchmark,
             batch_size=self.config.val_batch_size,
             num_workers=self.config.data.num_workers,
-            query_views=self.config.val_query_views,
         ).summary()
 
     def _state(self, epoch: int, meta: dict[str, Any]) -> TrainState:
