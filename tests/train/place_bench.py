@@ -11,6 +11,14 @@ from hotformerloc.io import PointCloud, write_pointcloud
 SEQUENCES = ("aerial", "ground_01", "ground_02")
 
 
+def view_yaw(place: int, view: int, n: int = 300) -> float:
+    """The yaw (radians) by which :func:`place_cloud` turned the place's layout."""
+    rng = np.random.default_rng([place, view])
+    rng.integers(0, 4, n)
+    rng.uniform(0, 1, (n, 3))
+    return float(rng.uniform(-np.pi, np.pi))
+
+
 def place_cloud(place: int, view: int, n: int = 300) -> np.ndarray:
     """(n, 3) metric cloud of ``place`` (boxes of a place-seeded layout), observed by ``view``
     (own noise and yaw)."""
@@ -34,9 +42,11 @@ def write_place_benchmark(
 ) -> Path:
     """One world ``w``; place p sits at x = 100 p; places < ``test_places`` are test.
     ``aerial_at_test`` False: no aerial submap at the test places (queries without a
-    true neighbour in the aerial database)."""
+    true neighbour in the aerial database). Each sequence's ``poses.csv`` holds the heading
+    that turns its clouds back to the layout's orientation."""
     lines = ["sequence,timestamp,x,y,source,split\n"]
     for v, seq in enumerate(SEQUENCES):
+        poses = ["timestamp,x,y,z,qx,qy,qz,qw\n"]
         source = "aerial" if seq == "aerial" else "ground"
         for p in range(places):
             if seq == "aerial" and p < test_places and not aerial_at_test:
@@ -47,5 +57,8 @@ def write_place_benchmark(
             write_pointcloud(path, PointCloud(place_cloud(p, v), source=source), format="pcd")
             split = "test" if p < test_places else "train"
             lines.append(f"{seq},{ts:.6f},{100.0 * p + v},0.0,{source},{split}\n")
+            half = -view_yaw(p, v) / 2
+            poses.append(f"{ts:.6f},{100.0 * p + v},0,0,0,0,{np.sin(half)},{np.cos(half)}\n")
+        (root / "w" / seq / "poses.csv").write_text("".join(poses))
     (root / "w" / "split.csv").write_text("".join(lines))
     return root

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from place_bench import write_place_benchmark
@@ -234,3 +235,36 @@ def test_corpus_of_folders_validation_worlds_splits_and_init(tmp_path: Path) -> 
         assert torch.equal(started.model.state_dict()[k], v)
     with pytest.raises(ConfigError, match="train_splits"):
         replace(cfg.data, train_splits=["validation"])
+
+
+def test_co_oriented_training_and_query_view_validation(bench: Path, tmp_path: Path) -> None:
+    """``data.align_yaw`` feeds every cloud turned to the world's orientation (the views of a
+    place then coincide), and validation searches with the model's ``query_views``."""
+    from hotformerloc.data import Benchmark
+    from hotformerloc.eval.benchmark import evaluate_model
+    from hotformerloc.model.checkpoint import load_model
+
+    cfg = config(bench, epochs=1)
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, align_yaw=True),
+        model_overrides={**cfg.model_overrides, "query_views": 3},
+    )
+    trainer = Trainer(cfg, tmp_path / "run")
+    data = trainer.loader.dataset.dataset  # the SubmapDataset behind the index wrapper
+    b = Benchmark.load(bench)
+    place = {}
+    for j, i in enumerate(trainer.train_index.tolist()):
+        place.setdefault(round(b.xy[i, 0] / 100), []).append(data[j].numpy())
+    for views in place.values():
+        assert len(views) == 3
+        for v in views[1:]:  # co-oriented: the same layout's bounding box
+            np.testing.assert_allclose(v[:, :2].min(0), views[0][:, :2].min(0), atol=0.6)
+            np.testing.assert_allclose(v[:, :2].max(0), views[0][:, :2].max(0), atol=0.6)
+    res = trainer.fit()
+    model, _ = load_model(tmp_path / "run" / "last.safetensors")
+    assert model.config.query_views == 3
+    want = evaluate_model(model, b, batch_size=cfg.val_batch_size).summary()
+    assert res.log[-1]["val_ar1"] == pytest.approx(want["ar1"], abs=1e-4)
+    one = evaluate_model(model, b, batch_size=cfg.val_batch_size, query_views=1).summary()
+    assert one != want
