@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 
+from hotformerloc.cli.progress import LogProgress
 from hotformerloc.index.database import DatabaseError
 from hotformerloc.index.search import SearchError
 
@@ -47,7 +47,7 @@ BatchOpt = Annotated[int, typer.Option("--batch", help="Clouds per forward pass.
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, shown from the first update on (an error before it prints
     only the error line)."""
-    bar = Progress(
+    bar = LogProgress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),

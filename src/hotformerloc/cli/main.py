@@ -32,6 +32,7 @@ from rich.progress import (
 from rich.table import Table
 
 from hotformerloc import __version__
+from hotformerloc.cli.progress import LogProgress
 
 app = typer.Typer(
     name="hotformerloc",
@@ -96,7 +97,7 @@ def info(
 
 
 def _progress() -> tuple[Progress, callable]:  # type: ignore[valid-type]
-    bar = Progress(
+    bar = LogProgress(
         TextColumn("[bold]{task.description:<24}"),
         BarColumn(),
         MofNCompleteColumn(),
