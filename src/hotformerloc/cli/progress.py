@@ -49,7 +49,7 @@ class LogProgress(Progress):
         elapsed = task.elapsed or 0.0
         total = "?" if task.total is None else f"{task.total:g}"
         line = f"{task.description}: {task.completed:g}/{total}"
-        if elapsed > 0 and task.completed > 0:
+        if elapsed > 0 and task.completed > 0 and (task.total is None or task.total > 1):
             rate = task.completed / elapsed
             line += f" ({rate:.3g}/s"
             if task.total is not None and not done:
