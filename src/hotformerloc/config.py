@@ -14,10 +14,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from hotformerloc.errors import HotformerlocError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(HotformerlocError):
     """A config value or key is invalid; the message names the key path."""
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import atomic_write_text
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ BATCH_SIZE = 64
 Progress = Callable[[str, int, int], None]
 
 
-class DemoError(ValueError):
+class DemoError(HotformerlocError):
     """The demo cannot run with these inputs (reserved seed, model without weights, ...)."""
 
 

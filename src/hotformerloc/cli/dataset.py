@@ -23,8 +23,6 @@ from hotformerloc.data.prepare.common import PrepareError
 dataset_app = typer.Typer(help="Prepare and check datasets.", no_args_is_help=True)
 console = Console()
 
-#: Exception classes of this command group that are user errors (one line, exit 2).
-USER_ERRORS: tuple[type[Exception], ...] = (PrepareError,)
 
 _NAMES = "oxford, inhouse, cs-campus3d, wild-places, cs-wild-places, kitti, sequence"
 _STYLE = {"error": "red", "warning": "yellow", "info": "dim"}

@@ -20,13 +20,9 @@ from rich.progress import (
 from rich.table import Table
 
 from hotformerloc.cli.progress import LogProgress
-from hotformerloc.index.database import DatabaseError
 from hotformerloc.index.search import SearchError
 
 db_app = typer.Typer(help="Build and inspect a place database.", no_args_is_help=True)
-
-#: Exception classes of this command group that are user errors (one line, exit 2).
-USER_ERRORS: tuple[type[Exception], ...] = (DatabaseError, SearchError)
 
 console = Console()
 err = Console(stderr=True)
@@ -199,7 +195,6 @@ def info(
 
 
 def _floats(text: str, n: int, option: str) -> list[float]:
-    from hotformerloc.index.search import SearchError
 
     parts = text.split(",")
     try:
@@ -239,7 +234,7 @@ def query(
 ) -> None:
     """Where was each scan taken? Top-k places of the database, optionally re-ranked."""
     from hotformerloc.index.pipeline import Localizer
-    from hotformerloc.index.search import Box, Circle, SearchError, SearchFilter
+    from hotformerloc.index.search import Box, Circle, SearchFilter
 
     if top_k < 1:
         raise SearchError(f"--top-k must be >= 1, got {top_k}")

@@ -33,6 +33,7 @@ from rich.table import Table
 
 from hotformerloc import __version__
 from hotformerloc.cli.progress import LogProgress
+from hotformerloc.errors import HotformerlocError
 
 app = typer.Typer(
     name="hotformerloc",
@@ -45,8 +46,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, exit code 2."""
+class UserError(HotformerlocError):
+    """A bad command line (options that do not go together): one line, exit code 2."""
 
 
 def _version(value: bool) -> None:
@@ -587,26 +588,7 @@ _register_groups()
 
 def entrypoint() -> None:
     """Console-script entry: user errors become one clear line and exit code 2."""
-    from hotformerloc.cli import dataset, db
-    from hotformerloc.config import ConfigError
-    from hotformerloc.data import DatasetError
-    from hotformerloc.eval import EvaluationError
-    from hotformerloc.io import PointCloudError
-    from hotformerloc.model.checkpoint import CheckpointError
-    from hotformerloc.octree import OctreeInputError
-
-    user_errors = (
-        ConfigError,
-        PointCloudError,
-        CheckpointError,
-        OctreeInputError,
-        DatasetError,
-        EvaluationError,
-        FileExistsError,
-        UserError,
-        *dataset.USER_ERRORS,
-        *db.USER_ERRORS,
-    )
+    user_errors = (HotformerlocError, FileExistsError)
     try:
         # without standalone mode, click returns a typer.Exit's code instead of exiting
         code = app(standalone_mode=False)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io import PointCloudError, read_pointcloud
 
 COLUMNS = ("sequence", "timestamp", "x", "y", "source", "split")
@@ -34,7 +35,7 @@ SPLIT_FILE = "split.csv"
 MAX_LISTED = 5
 
 
-class DatasetError(ValueError):
+class DatasetError(HotformerlocError):
     """The benchmark on disk is missing or malformed; the message names the folder or file
     (and the line for a CSV problem) and what is wrong."""
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from hotformerloc.errors import HotformerlocError
+
 __all__ = [
     "EvaluationError",
     "Ranking",
@@ -31,7 +33,7 @@ __all__ = [
 _CHUNK_ELEMENTS = 1 << 22
 
 
-class EvaluationError(ValueError):
+class EvaluationError(HotformerlocError):
     """A query set cannot be scored (e.g. no query has a true neighbour in the database)."""
 
 

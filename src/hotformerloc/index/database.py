@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.index.search import SearchFilter, SearchIndex, SearchResult
 from hotformerloc.io.atomic import atomic_write, atomic_write_bytes, sha256_file
 from hotformerloc.io.pointcloud import SOURCES, check_rigid
@@ -76,7 +77,7 @@ ADD_STEPS = (
 _HASH_CHUNK = 1 << 23
 
 
-class DatabaseError(ValueError):
+class DatabaseError(HotformerlocError):
     """A place database problem; the message names the database or file and what is wrong."""
 
 

@@ -34,6 +34,7 @@ from scipy import fft
 from scipy.spatial import cKDTree
 
 from hotformerloc.config import require
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.eval.metrics import Ranking
 from hotformerloc.eval.protocols import Retriever
 from hotformerloc.submaps import voxel_downsample
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 
-class RerankInputError(ValueError):
+class RerankInputError(HotformerlocError):
     """A point cloud given to verification is unusable; the message names it (``query``,
     ``candidate``, ``candidates[i]`` or a database item) and the problem."""
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.pointcloud import SOURCES
 
 IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
@@ -47,7 +48,7 @@ IVF_NPROBE = 32
 _CHUNK_ELEMENTS = 1 << 24
 
 
-class SearchError(ValueError):
+class SearchError(HotformerlocError):
     """Bad search input (shapes, dtypes, k, unknown index kind, filter values), or an index
     kind that needs FAISS when FAISS is not installed."""
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from hotformerloc.errors import HotformerlocError
 
-class PointCloudError(ValueError):
+
+class PointCloudError(HotformerlocError):
     """A point-cloud file (or in-memory cloud) is missing, malformed or unusable.
 
     The message is always ``"<path>: <problem>"`` so that a log line alone says which file

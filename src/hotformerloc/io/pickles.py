@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hotformerloc.errors import HotformerlocError
+
 __all__ = ["PickleError", "PickledObject", "load_plain_pickle"]
 
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -37,7 +39,7 @@ _BUILTINS = ("builtins", "__builtin__")
 _MAX_ELEMENTS = 1 << 31
 
 
-class PickleError(ValueError):
+class PickleError(HotformerlocError):
     """A pickle is unreadable, or names a global this loader refuses.
 
     The message is ``"<path>: <problem>"``; ``path`` and ``problem`` are attributes.

@@ -22,13 +22,14 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import atomic_write_bytes
 
 FORMAT = "hotformerloc-checkpoint"
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HotformerlocError):
     """A checkpoint file is missing, corrupt, or does not match the model."""
 
     def __init__(self, path: str | Path, problem: str) -> None:

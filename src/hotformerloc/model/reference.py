@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from hotformerloc.config import to_dict
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import sha256_file
 from hotformerloc.model.checkpoint import Checkpoint, CheckpointError, load_weights, save_checkpoint
 
@@ -59,7 +60,7 @@ REFERENCE_PIPELINE: dict[str, Any] = {
 }
 
 
-class ReferenceKeyError(ValueError):
+class ReferenceKeyError(HotformerlocError):
     """A reference state-dict key that has no counterpart in our network."""
 
     def __init__(self, key: str) -> None:

@@ -32,10 +32,12 @@ import math
 import torch
 from torch import Tensor
 
+from hotformerloc.errors import HotformerlocError
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
-class OctreeInputError(ValueError):
+class OctreeInputError(HotformerlocError):
     """A cloud given to the octree module is unusable.
 
     The message is ``"<input>: <problem>"``, e.g. ``"build_octree points[2]: 3 non-finite

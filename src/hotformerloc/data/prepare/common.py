@@ -34,6 +34,7 @@ from hotformerloc.data.prepared import (
     sha256_file,
 )
 from hotformerloc.data.tuples import Tuples
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io import PointCloudError, read_pointcloud
 from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
 
@@ -46,7 +47,7 @@ PNV_POINTS = 4096
 PNV_BYTES = PNV_POINTS * 3 * 8
 
 
-class PrepareError(ValueError):
+class PrepareError(HotformerlocError):
     """A dataset cannot be prepared (malformed folder, missing input, bad option); the
     message names the input and what is needed."""
 

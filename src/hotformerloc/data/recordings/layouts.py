@@ -24,6 +24,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from hotformerloc.data.recordings.config import RecordingConfig
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.io import FORMATS, PointCloudError, Source, read_pointcloud
 from hotformerloc.io.pointcloud import check_rigid
 from hotformerloc.io.poses import POSE_COLUMNS
@@ -47,7 +48,7 @@ QUATERNION_TOL = 1e-3
 NANOSECOND_HINT = 1e11
 
 
-class RecordingError(ValueError):
+class RecordingError(HotformerlocError):
     """The recordings or the output folder are unusable; the message names the file,
     folder or sequence and the problem (several problems are listed)."""
 
