@@ -53,3 +53,41 @@ def test_cli_prints_one_line_for_any_package_error(monkeypatch, capsys) -> None:
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: query.pcd: fewer than 3 points"]
+
+
+def test_one_device_resolver() -> None:
+    import torch
+
+    from hotformerloc.model import DeviceError, resolve_device
+
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == want
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="'gpu0': not a device name"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+
+
+def test_cli_bad_device_is_one_line(tmp_path) -> None:
+    from cli_helpers import run_cli
+
+    cloud = tmp_path / "c.npy"
+    import numpy as np
+
+    np.save(cloud, np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))
+    code, _, err = run_cli(
+        "embed",
+        "--model",
+        "hotformerloc-tiny",
+        str(cloud),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "gpu0",
+    )
+    assert code == 2 and err.strip().splitlines() == [
+        "error: device 'gpu0': not a device name (auto, cpu, cuda, cuda:N)"
+    ]
+    assert not (tmp_path / "o").exists()

@@ -259,16 +259,14 @@ def evaluate(
     AR@1%, MRR)."""
     import dataclasses
 
-    import torch
-
     from hotformerloc.data.prepared import PreparedDataset
     from hotformerloc.eval.prepared import evaluate_prepared_model
     from hotformerloc.model.checkpoint import load_model
 
     ds = PreparedDataset.load(data, root=root)
-    dev = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    )
+    from hotformerloc.model.device import resolve_device
+
+    dev = resolve_device(device)
     net, _ = load_model(model)
     if reference_batching:
         net.config = dataclasses.replace(net.config, window_batching="reference")

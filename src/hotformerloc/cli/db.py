@@ -96,7 +96,7 @@ def build(
     world: WorldOpt = None,
     sequence: SequenceOpt = None,
     batch: BatchOpt = 8,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Embed every cloud of DIR with the model and write a new database (never overwrites)."""
     from hotformerloc.index.database import DatabaseExistsError
@@ -126,7 +126,7 @@ def add(
         typer.Option("--model", "-m", help="The database's model from another location."),
     ] = None,
     batch: BatchOpt = 8,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Append the clouds of DIR to a database, with the model it was built with."""
     from hotformerloc.index.database import PlaceDatabase
@@ -229,7 +229,7 @@ def query(
         str | None,
         typer.Option("--model", "-m", help="The database's model from another location."),
     ] = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")] = False,
 ) -> None:
     """Where was each scan taken? Top-k places of the database, optionally re-ranked."""

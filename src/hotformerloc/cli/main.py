@@ -312,16 +312,11 @@ def embed(
 
     from hotformerloc.io import read_pointcloud
     from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
+    from hotformerloc.model.device import resolve_device
 
     if batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    dev = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if device == "auto"
-        else device
-    )
+    dev = resolve_device(device)
     net, name, sha = _load_model(model)
     net = net.to(dev)  # type: ignore[attr-defined]
     if sha is None:
@@ -464,7 +459,6 @@ def evaluate_methods(
     """(benchmark, [MethodEntry]) for each --model (and, with ``rerank`` > 0, the same
     model with its top-``rerank`` re-ranked by geometric verification), and optionally
     Scan Context."""
-    import torch
 
     from hotformerloc.baselines import ScanContextRetriever
     from hotformerloc.data import Benchmark
@@ -475,9 +469,9 @@ def evaluate_methods(
     from hotformerloc.model.checkpoint import load_model
 
     bench = Benchmark.load(data)
-    dev = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    )
+    from hotformerloc.model.device import resolve_device
+
+    dev = resolve_device(device)
     entries = []
     bar, update = _progress()
     with bar:

@@ -58,20 +58,14 @@ class QueryError(DatabaseError):
 
 
 # ---------------------------------------------------------------------------- the model
-def _device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Embedder:
     """A model in eval mode with its identity (:class:`ModelInfo`); the model's config
     says how clouds are prepared (input scale, normalisation, coordinates)."""
 
     def __init__(self, model: Any, info: ModelInfo, device: str = "cpu") -> None:
-        self.device = _device(device)
+        from hotformerloc.model import resolve_device
+
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
 

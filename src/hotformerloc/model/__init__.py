@@ -11,10 +11,12 @@ See ``docs/model.md``.
 """
 
 from hotformerloc.model.config import ModelConfig, model_config_from_dict
+from hotformerloc.model.device import DeviceError, resolve_device
 from hotformerloc.model.network import HOTFormerLoc, prepare_points
 from hotformerloc.model.registry import create_model, get_model_config, list_models, register_model
 
 __all__ = [
+    "DeviceError",
     "HOTFormerLoc",
     "ModelConfig",
     "create_model",
@@ -23,4 +25,5 @@ __all__ = [
     "model_config_from_dict",
     "prepare_points",
     "register_model",
+    "resolve_device",
 ]

@@ -49,7 +49,7 @@ from hotformerloc.data import (
 )
 from hotformerloc.data.prepared import SUBMAPS_FILE, PreparedDataset
 from hotformerloc.io.atomic import atomic_write_text
-from hotformerloc.model import HOTFormerLoc, create_model
+from hotformerloc.model import HOTFormerLoc, create_model, resolve_device
 from hotformerloc.model.checkpoint import CheckpointError, load_model, load_weights, save_checkpoint
 from hotformerloc.octree import Octree
 from hotformerloc.train.config import TrainConfig
@@ -58,13 +58,6 @@ from hotformerloc.train.state import TrainState, load_state, save_state
 
 LossFn = Callable[[Tensor, Tensor, Tensor], LossOutput]
 Validate = Callable[[HOTFormerLoc], dict[str, float]]
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -224,7 +217,7 @@ class Trainer:
     ):
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = select_device(config.device)
+        self.device = resolve_device(config.device)
         self.ddp = Distributed.from_env(self.device)
         self.progress = progress
         root = config.data.root
@@ -616,5 +609,4 @@ __all__ = [
     "Trainer",
     "fit_local",
     "multistage_step",
-    "select_device",
 ]
