@@ -91,3 +91,32 @@ def test_cli_bad_device_is_one_line(tmp_path) -> None:
         "error: device 'gpu0': not a device name (auto, cpu, cuda, cuda:N)"
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_one_set_parser_types_values_by_the_schema() -> None:
+    from hotformerloc.config import ConfigError, parse_overrides
+    from hotformerloc.model.config import ModelConfig
+    from hotformerloc.train.config import TrainConfig, load_train_config
+
+    got = parse_overrides(
+        ["model=00", "epochs=5", "data.root=[a, 01]", "init_weights=null", "lr=1e-3"],
+        TrainConfig,
+    )
+    assert got == {
+        "model": "00",
+        "epochs": 5,
+        "data": {"root": ["a", "01"]},
+        "init_weights": None,
+        "lr": "1e-3",  # YAML 1.1 text; the float field converts it:
+    }
+    assert load_train_config("pretrain", got).lr == 1e-3
+    assert parse_overrides(["query_views=8", "input_scale=0.5"], ModelConfig) == {
+        "query_views": 8,
+        "input_scale": 0.5,
+    }
+    assert parse_overrides(["x=00"]) == {"x": 0}  # no schema: YAML scalars
+    for bad, msg in (("epochs", "expected KEY=VALUE"), ("a.=1", "expected KEY=VALUE")):
+        with pytest.raises(ConfigError, match=msg):
+            parse_overrides([bad], TrainConfig)
+    with pytest.raises(ConfigError, match="already given a value"):
+        parse_overrides(["data=1", "data.root=x"], TrainConfig)

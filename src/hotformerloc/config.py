@@ -7,6 +7,7 @@ names the key path (``aerial.sensor.scan_angle``) and the problem.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,8 @@ import yaml
 from hotformerloc.errors import HotformerlocError
 
 T = TypeVar("T")
+#: A number in exponent notation without a dot (``1e-3``), which YAML 1.1 leaves as text.
+_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
 class ConfigError(HotformerlocError):
@@ -69,6 +72,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -154,3 +159,57 @@ def require(cond: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``cond``."""
     if not cond:
         raise ConfigError(message)
+
+
+def _field_type(schema: Any, path: list[str]) -> Any:
+    """The annotated type of the dotted key ``path`` in the dataclass ``schema`` (None when
+    unknown or when the schema is None)."""
+    tp: Any = schema
+    for part in path:
+        if not (dataclasses.is_dataclass(tp) and part in {f.name for f in dataclasses.fields(tp)}):
+            return None
+        tp = get_type_hints(tp)[part]
+    return tp
+
+
+def _is_textual(tp: Any) -> bool:
+    if tp is str:
+        return True
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if get_origin(tp) in (list, tuple):
+        return bool(args) and args[0] is str
+    return bool(args) and all(_is_textual(a) for a in args)
+
+
+def parse_overrides(items: typing.Iterable[str] | None, schema: Any = None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items (dotted keys) -> a nested dict to :func:`merge` over a
+    config. Values are parsed as YAML; for keys that ``schema`` (a config dataclass) types
+    as text, they are kept as text (``name=00`` stays ``"00"``; ``null``/``~`` or nothing
+    give None where None is allowed). Every command's ``--set`` goes through this.
+
+    Raises:
+        ConfigError: an item without ``KEY=``, a key both a section and a value, bad YAML.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. epochs=5)")
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is already given a value")
+        tp = _field_type(schema, parts)
+        textual = tp is not None and _is_textual(tp)
+        try:
+            # BaseLoader keeps every scalar as text: "00" stays "00" for string keys
+            parsed = yaml.load(value, Loader=yaml.BaseLoader if textual else yaml.SafeLoader)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
+        if textual and type(None) in get_args(tp) and parsed in ("null", "~", ""):
+            parsed = None
+        node[parts[-1]] = parsed
+    return out

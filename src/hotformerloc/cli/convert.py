@@ -33,14 +33,16 @@ def convert(
     ] = False,
 ) -> None:
     """Convert official HOTFormerLoc weights (.pth / .ckpt) into a checkpoint of ours."""
-    from hotformerloc.cli.main import UserError, _parse_sets
+    from hotformerloc.cli.main import UserError
+    from hotformerloc.config import parse_overrides
+    from hotformerloc.model.config import ModelConfig
     from hotformerloc.model.reference import convert_reference, save_converted
 
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: the output must be a .safetensors file")
     if out.resolve() == file.resolve():
         raise UserError(f"--out {out}: would overwrite the input file")
-    overrides = _parse_sets(set_)
+    overrides = parse_overrides(set_, ModelConfig)
     ck = convert_reference(file, variant, overrides, ema)
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = save_converted(ck, out)

@@ -349,25 +349,6 @@ def embed(
     console.print(f"{len(files)} descriptors ({desc.shape[1]}-d) from {name} -> {out}")
 
 
-def _parse_sets(items: list[str] | None) -> dict[str, object]:
-    """``--set a.b=value`` items -> nested dict (values parsed as YAML scalars)."""
-    import yaml
-
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE (e.g. epochs=5)")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})  # type: ignore[assignment]
-            if not isinstance(node, dict):
-                raise UserError(f"--set {item!r}: {part} is already a value")
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
-
-
 def _train_progress(bar: Progress) -> object:
     tasks: dict[int, TaskID] = {}
 
@@ -443,7 +424,10 @@ def train(
     ] = 1,
 ) -> None:
     """Train a model (Truncated Smooth-AP, multi-staged backprop); torchrun for multi-GPU."""
-    run_training(config, out, resume, _parse_sets(set_), device, nproc)
+    from hotformerloc.config import parse_overrides
+    from hotformerloc.train.config import TrainConfig
+
+    run_training(config, out, resume, parse_overrides(set_, TrainConfig), device, nproc)
 
 
 def evaluate_methods(

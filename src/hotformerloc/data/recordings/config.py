@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, get_type_hints
 
-import yaml
-
-from hotformerloc.config import ConfigError, from_dict, merge, require, to_dict
+from hotformerloc.config import ConfigError, from_dict, merge, parse_overrides, require, to_dict
 from hotformerloc.submaps import SubmapConfig
 
 Sampling = Literal["distance", "time", "scan"]
@@ -217,52 +215,7 @@ def _build(cls: type[T], data: Any, where: str) -> T:
         raise
 
 
-def _field_type(path: list[str]) -> Any:
-    """The annotated type of the key ``path`` in :class:`RecordingConfig` (None if unknown)."""
-    tp: Any = RecordingConfig
-    for part in path:
-        if not (is_dataclass(tp) and part in {f.name for f in fields(tp)}):
-            return None
-        tp = get_type_hints(tp)[part]
-    return tp
-
-
-def _is_textual(tp: Any) -> bool:
-    if tp is str:
-        return True
-    args = [a for a in get_args(tp) if a is not type(None)]
-    if get_origin(tp) in (list, tuple):
-        return bool(args) and args[0] is str
-    return bool(args) and all(_is_textual(a) for a in args)
-
-
 def parse_sets(items: Iterable[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` items (dotted keys) -> nested dict; values parsed as YAML, but kept as
-    text for string-typed keys of :class:`RecordingConfig`.
-
-    Raises:
-        ConfigError: an item without ``KEY=``, a key both a section and a value, bad YAML.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. ground.spacing=5)")
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part} is already given a value")
-        tp = _field_type(parts)
-        textual = _is_textual(tp)
-        try:
-            # BaseLoader keeps every scalar as text: "00" stays "00" for string keys
-            parsed = yaml.load(value, Loader=yaml.BaseLoader if textual else yaml.SafeLoader)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
-        if textual and type(None) in get_args(tp) and parsed in ("null", "~", ""):
-            parsed = None
-        node[parts[-1]] = parsed
-    return out
+    """:func:`hotformerloc.config.parse_overrides` with :class:`RecordingConfig` as the
+    schema (its text keys keep their text)."""
+    return parse_overrides(items, RecordingConfig)
