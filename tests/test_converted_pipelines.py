@@ -157,7 +157,7 @@ def test_embed_cli_uses_the_checkpoint_pipeline(setup, ckpt, folder):
 def test_db_build_stores_the_checkpoint_pipeline_descriptors(setup, ckpt, folder):
     checkpoint, files = setup.checkpoints[ckpt], setup.folders[folder]
     db_path = setup.root / f"db_{ckpt}"
-    args = ["--model", checkpoint, "--data", files[0].parent, "--out", db_path, "--batch", "2"]
+    args = ["--model", checkpoint, "--data", files[0].parent, "--out", db_path, "--batch-size", "2"]
     code, _, err = cli("db", "build", *args)
     assert code == 0, err
     db = PlaceDatabase.open(db_path)

@@ -282,3 +282,18 @@ def test_query_views_search_the_turned_scan(data):
         d = np.linalg.norm(views - stored[ids.index(c.id)], axis=1).min()
         assert c.distance == pytest.approx(d, abs=1e-4)
     assert [c.distance for c in res.candidates] == sorted(c.distance for c in res.candidates)
+
+
+def test_batch_size_and_its_hidden_old_spelling(data, tmp_path):
+    """`--batch-size` is the option; the old `--batch` still works for one release, hidden
+    from the help; both give the same database."""
+    code, out, _ = cli("db", "build", "--help")
+    assert code == 0 and "--batch-size" in out and "--batch " not in out
+    dbs = []
+    for opt in ("--batch-size", "--batch"):
+        db = tmp_path / opt.strip("-")
+        args = ["--model", "hotformerloc-tiny", "--data", str(data / "bench"), "--out", str(db)]
+        code, _, err = cli("db", "build", *args, opt, "2")
+        assert code == 0, err
+        dbs.append(PlaceDatabase.open(db).descriptors)
+    np.testing.assert_array_equal(dbs[0], dbs[1])

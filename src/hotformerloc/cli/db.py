@@ -36,7 +36,9 @@ SourceOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
-BatchOpt = Annotated[int, typer.Option("--batch", help="Clouds per forward pass.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Clouds per forward pass.")]
+#: The old spelling of --batch-size (hidden; removed in the next release, CHANGELOG).
+OldBatchOpt = Annotated[int | None, typer.Option("--batch", min=1, hidden=True)]
 
 
 @contextmanager
@@ -95,7 +97,8 @@ def build(
     source: SourceOpt = None,
     world: WorldOpt = None,
     sequence: SequenceOpt = None,
-    batch: BatchOpt = 8,
+    batch_size: BatchOpt = 8,
+    batch: OldBatchOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Embed every cloud of DIR with the model and write a new database (never overwrites)."""
@@ -108,7 +111,7 @@ def build(
     embedder = load_embedder(model, device)
     _untrained_note(embedder)
     with _progress("embedding") as update:
-        db = build_database(out, embedder, entries, batch, update)
+        db = build_database(out, embedder, entries, batch or batch_size, update)
     console.print(
         f"{len(db)} places ({db.dim}-d, {db.model.name}) -> {out}", soft_wrap=True, highlight=False
     )
@@ -125,7 +128,8 @@ def add(
         str | None,
         typer.Option("--model", "-m", help="The database's model from another location."),
     ] = None,
-    batch: BatchOpt = 8,
+    batch_size: BatchOpt = 8,
+    batch: OldBatchOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Append the clouds of DIR to a database, with the model it was built with."""
@@ -136,7 +140,7 @@ def add(
     embedder = database_embedder(pdb, model, device)
     entries = scan_places(data, source, world, sequence)
     with _progress("embedding") as update:
-        n = add_places(pdb, embedder, entries, batch, update)
+        n = add_places(pdb, embedder, entries, batch or batch_size, update)
     console.print(f"{n} places added; {len(pdb)} in {db}", soft_wrap=True, highlight=False)
 
 
