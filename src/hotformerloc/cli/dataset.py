@@ -34,10 +34,11 @@ ReleaseOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--set",
-        help="cs-wild-places: baseline or unseen; kitti/sequence: KEY=VALUE config (repeatable).",
-    ),
+    typer.Option("--set", help="kitti/sequence: KEY=VALUE config override (repeatable)."),
+]
+SubsetOpt = Annotated[
+    str | None,
+    typer.Option(help="cs-wild-places: the evaluation set, baseline (default) or unseen."),
 ]
 VariantOpt = Annotated[
     str | None, typer.Option(help="cs-wild-places: normalised (default, the paper's) or metric.")
@@ -63,6 +64,7 @@ def _options(
     name: str,
     release: str | None,
     sets: list[str] | None,
+    subset: str | None,
     variant: str | None,
     regions: Path | None,
     pickles: Path | None,
@@ -79,15 +81,22 @@ def _options(
         if not sep or not role or not file:
             raise PrepareError(f"--pickle {item!r}: expected ROLE=FILE (e.g. train=train.pickle)")
         files[role] = Path(file)
-    subset = None
     if name == "cs-wild-places":
-        if sets and (len(sets) != 1 or sets[0] not in ("baseline", "unseen")):
-            raise PrepareError(f"cs-wild-places: --set must be baseline or unseen, got {sets}")
-        subset = sets[0] if sets else ("baseline" if for_prepare else None)
+        if sets:  # the old spelling of --subset (kept for one release)
+            if subset is not None or len(sets) != 1:
+                raise PrepareError(f"cs-wild-places: give one --subset, got {sets}")
+            subset = sets[0]
+        if subset is not None and subset not in ("baseline", "unseen"):
+            raise PrepareError(
+                f"cs-wild-places: --subset must be baseline or unseen, got {subset!r}"
+            )
+        subset = subset or ("baseline" if for_prepare else None)
         if variant is None and for_prepare:
             variant = "normalised"
     elif sets and name not in ("kitti", "sequence"):
-        raise PrepareError(f"{name}: --set applies to cs-wild-places, kitti and sequence only")
+        raise PrepareError(f"{name}: --set applies to kitti and sequence only")
+    elif subset is not None:
+        raise PrepareError(f"{name}: --subset applies to cs-wild-places only")
     if release is not None and release not in ("pcd", "v3"):
         raise PrepareError(f"--release must be pcd or v3, got {release!r}")
     if release is not None and name != "wild-places":
@@ -139,6 +148,7 @@ def check(
     root: RootOpt,
     release: ReleaseOpt = None,
     set_: SetOpt = None,
+    subset: SubsetOpt = None,
     variant: VariantOpt = None,
     regions: RegionsOpt = None,
     pickles: PicklesOpt = None,
@@ -150,7 +160,9 @@ def check(
     """Check a dataset folder: one report of every problem (exit 1 when there are errors)."""
     from hotformerloc.data.prepare import check_dataset
 
-    opts = _options(name, release, set_, variant, regions, pickles, pickle, sample, full, False)
+    opts = _options(
+        name, release, set_, subset, variant, regions, pickles, pickle, sample, full, False
+    )
     report = check_dataset(name, root, opts)
     if as_json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -167,6 +179,7 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (our format).")],
     release: ReleaseOpt = None,
     set_: SetOpt = None,
+    subset: SubsetOpt = None,
     variant: VariantOpt = None,
     regions: RegionsOpt = None,
     pickles: PicklesOpt = None,
@@ -182,7 +195,9 @@ def prepare(
     """Build the paper's training tuples and evaluation sets in our format (atomic)."""
     from hotformerloc.data.prepare import RECORDING_LAYOUTS, prepare_dataset
 
-    opts = _options(name, release, set_, variant, regions, pickles, pickle, sample, full, True)
+    opts = _options(
+        name, release, set_, subset, variant, regions, pickles, pickle, sample, full, True
+    )
     if name in RECORDING_LAYOUTS:
         from hotformerloc.data.recordings import RecordingError
 

@@ -109,7 +109,8 @@ def test_prepare_on_a_malformed_folder_is_one_line_exit_2(broken, tmp_path, monk
     ("args", "message"),
     [
         (["--release", "pcd"], "--release applies to wild-places only"),
-        (["--set", "baseline"], "--set applies to cs-wild-places, kitti and sequence only"),
+        (["--set", "baseline"], "--set applies to kitti and sequence only"),
+        (["--subset", "baseline"], "--subset applies to cs-wild-places only"),
         (["--pickle", "train"], "expected ROLE=FILE"),
         (["--pickle", "nope=x.pickle"], "unknown role"),
         (["--regions", "missing.json"], "regions file not found"),

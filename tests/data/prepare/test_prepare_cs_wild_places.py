@@ -219,3 +219,41 @@ def test_queries_from_a_reference_pickle(baseline, tmp_path):
     write_pickle(pk / "Karawatha_evaluation_query_v2.pickle", query)  # now two files match
     report = check_dataset("cs-wild-places", root, opts)
     assert any("several files match" in f.message for f in report.errors)
+
+
+def test_cli_subset_and_its_old_spelling(tmp_path):
+    """`dataset prepare cs-wild-places --subset unseen`; the old `--set unseen` gives the
+    same dataset (kept for one release)."""
+    from cli_helpers import run_cli
+
+    root = make_cs_wild_places(tmp_path / "n", layout=CSWP_UNSEEN_XY)
+    outs = []
+    for opt in ("--subset", "--set"):
+        out = tmp_path / opt.strip("-")
+        code, _, err = run_cli(
+            "dataset",
+            "prepare",
+            "cs-wild-places",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            opt,
+            "unseen",
+        )
+        assert code == 0, err
+        outs.append(PreparedDataset.load(out))
+    assert dict(outs[0].evaluation.groups) == {"Unseen": ("qcat", "samford")}
+    assert list(outs[0].relpath) == list(outs[1].relpath)
+    code, _, err = run_cli(
+        "dataset",
+        "prepare",
+        "cs-wild-places",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "x"),
+        "--subset",
+        "all",
+    )
+    assert code == 2 and "--subset must be baseline or unseen, got 'all'" in err

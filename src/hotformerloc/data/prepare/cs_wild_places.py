@@ -7,8 +7,8 @@ Expected tree (``--root`` = a released variant, e.g.
         clouds/<timestamp>.pcd      0.8 m voxel, ground removed; normalised or metric
         poses.csv                   timestamp,x,y,z,qx,qy,qz,qw (x = easting, y = northing, UTM)
 
-Forests: Karawatha and Venman (``--set baseline``: training + the Baseline evaluation set),
-QCAT and Samford (``--set unseen``: the Unseen evaluation set, no training).
+Forests: Karawatha and Venman (``--subset baseline``: training + the Baseline evaluation set),
+QCAT and Samford (``--subset unseen``: the Unseen evaluation set, no training).
 
 Rules:
 
