@@ -22,11 +22,13 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m mypy
 
 bench: venv
 	$(BIN)/python benchmarks/generate.py

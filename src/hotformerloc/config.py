@@ -47,7 +47,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value not in get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -96,7 +96,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; nested dataclasses recurse. Strict keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # T is unbounded: callers pass dataclass types
     hints = get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:

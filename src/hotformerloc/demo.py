@@ -189,7 +189,9 @@ class DemoResult:
         """The methods table (:func:`hotformerloc.eval.report.format_table`)."""
         from hotformerloc.eval.report import MethodEntry, format_table
 
-        return format_table([MethodEntry(m.name, m) for m in self.methods])  # type: ignore[arg-type]
+        # format_table reads only result.summary(), which a MethodSummary has too
+        rows = [MethodEntry(m.name, m) for m in self.methods]  # type: ignore[arg-type]  # duck type
+        return format_table(rows)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (non-finite floats -> None)."""
@@ -372,6 +374,8 @@ def evaluate_demo_methods(
         kinds.append(kind)
         base, base_label = retr, name
     if rerank_top > 0:
+        if base is None:  # views always holds the 1-view model
+            raise DemoError("no model retriever to re-rank")
         rr = RerankRetriever(base, bench.load_cloud, top_k=rerank_top)
         res = timed(
             "rerank_s", f"re-ranking the top {rerank_top}", lambda: evaluate_retriever(rr, bench)

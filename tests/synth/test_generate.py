@@ -224,6 +224,10 @@ def test_presets_load(preset):
     assert all(len(w.traversals) >= 3 for w in cfg.worlds)
 
 
+def test_no_preset_and_no_config_is_the_demo_preset():
+    assert load_generator_config() == load_generator_config(preset="demo")
+
+
 def test_quaternion_round_trip():
     rng = np.random.default_rng(0)
     for _ in range(20):

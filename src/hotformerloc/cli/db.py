@@ -160,6 +160,7 @@ def info(
         problem: DatabaseCorruptError | None = None
     except DatabaseCorruptError as e:
         status, problem = f"FAILED: {e}", e
+    counts_by = pdb.counts()
     data = {
         "path": str(db),
         "format_version": s.format_version,
@@ -171,7 +172,7 @@ def info(
         "generation": s.generation,
         "created": s.created,
         "updated": s.updated,
-        "counts": pdb.counts(),
+        "counts": counts_by,
         "checksums": status,
     }
     if as_json:
@@ -190,7 +191,7 @@ def info(
         counts = Table(title="entries")
         for col in ("by", "value", "entries"):
             counts.add_column(col)
-        for by, tally in data["counts"].items():
+        for by, tally in counts_by.items():
             for value, n in tally.items():
                 counts.add_row(by, value, str(n))
         console.print(counts)
@@ -273,18 +274,18 @@ def query(
             cols += ["fitness", "rmse (m)", "yaw (deg)", "map x", "map y"]
         for c in cols:
             table.add_column(c, overflow="fold")
-        for c in r.candidates:
-            pose = c.metadata.pose
+        for cand in r.candidates:
+            pose = cand.metadata.pose
             row = [
-                str(c.rank),
-                c.id,
-                f"{c.distance:.4f}",
-                c.metadata.source,
+                str(cand.rank),
+                cand.id,
+                f"{cand.distance:.4f}",
+                cand.metadata.source,
                 "-" if pose is None else f"{pose[0, 3]:.1f}",
                 "-" if pose is None else f"{pose[1, 3]:.1f}",
             ]
             if rerank:
-                v, mp = c.verification, c.map_pose
+                v, mp = cand.verification, cand.map_pose
                 assert v is not None
                 row += [
                     f"{v.fitness:.3f}",

@@ -14,8 +14,9 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,6 +35,12 @@ from rich.table import Table
 from hotformerloc import __version__
 from hotformerloc.cli.progress import LogProgress
 from hotformerloc.errors import HotformerlocError
+
+if TYPE_CHECKING:
+    from hotformerloc.data import Benchmark
+    from hotformerloc.eval.report import MethodEntry
+    from hotformerloc.model.network import HOTFormerLoc
+    from hotformerloc.train.trainer import TrainResult
 
 app = typer.Typer(
     name="hotformerloc",
@@ -97,7 +104,7 @@ def info(
     console.print(table)
 
 
-def _progress() -> tuple[Progress, callable]:  # type: ignore[valid-type]
+def _progress() -> tuple[Progress, Callable[[str, int, int], None]]:
     bar = LogProgress(
         TextColumn("[bold]{task.description:<24}"),
         BarColumn(),
@@ -153,9 +160,10 @@ def _generate(
         rt.add_column(col)
     for world, r in res.revisits.items():
         mg = r["max_nearest_ground"]
-        ov = r.get("overlap", {})
+        overlap = r.get("overlap")
+        ov: dict[str, Any] = overlap if isinstance(overlap, dict) else {}
 
-        def pair(key: str, ov: dict = ov) -> str:
+        def pair(key: str, ov: dict[str, Any] = ov) -> str:
             a, b = ov.get(f"median_overlap_{key}"), ov.get(f"median_overlap_{key}_far")
             return "-" if a is None else f"{a:.2f} ({b:.2f})" if b is not None else f"{a:.2f}"
 
@@ -284,7 +292,7 @@ def run_demo(out: Path, model: str, seed: int, workers: int | None, rerank_top: 
     )
 
 
-def _load_model(spec: str) -> tuple[object, str, str | None]:
+def _load_model(spec: str) -> tuple[HOTFormerLoc, str, str | None]:
     """(model in eval mode, registered name, weights SHA-256 or None when untrained)."""
     from hotformerloc.model.checkpoint import load_model
 
@@ -318,7 +326,7 @@ def embed(
         raise UserError("--batch-size must be >= 1")
     dev = resolve_device(device)
     net, name, sha = _load_model(model)
-    net = net.to(dev)  # type: ignore[attr-defined]
+    net = net.to(dev)
     if sha is None:
         err.print(f"[yellow]note:[/yellow] {name} has untrained (random) weights")
     descriptors = []
@@ -330,7 +338,7 @@ def embed(
             for f in chunk:
                 cloud = read_pointcloud(f, fmt)
                 clouds.append(torch.from_numpy(cloud.xyz).to(dev))
-            descriptors.append(net.embed(clouds).float().cpu())  # type: ignore[attr-defined]
+            descriptors.append(net.embed(clouds).float().cpu())
             update("embedding", min(start + batch_size, len(files)), len(files))
     desc = torch.cat(descriptors).numpy().astype(np.float32)
     out.mkdir(parents=True, exist_ok=True)
@@ -341,7 +349,7 @@ def embed(
     meta = {
         "model": name,
         "weights_sha256": sha,
-        "input_pipeline": net.config.input_pipeline(),  # type: ignore[attr-defined]
+        "input_pipeline": net.config.input_pipeline(),
         "count": len(files),
         "dim": int(desc.shape[1]),
     }
@@ -349,7 +357,7 @@ def embed(
     console.print(f"{len(files)} descriptors ({desc.shape[1]}-d) from {name} -> {out}")
 
 
-def _train_progress(bar: Progress) -> object:
+def _train_progress(bar: Progress) -> Callable[[int, int, int, dict[str, float]], None]:
     tasks: dict[int, TaskID] = {}
 
     def update(epoch: int, done: int, total: int, stats: dict[str, float]) -> None:
@@ -370,7 +378,7 @@ def run_training(
     sets: dict[str, object],
     device: str | None,
     nproc: int = 1,
-) -> object:
+) -> TrainResult:
     """Load the config (with overrides), train, print the log table; returns TrainResult."""
     from hotformerloc.train.config import load_train_config
     from hotformerloc.train.trainer import fit_local
@@ -382,7 +390,7 @@ def run_training(
     cfg = load_train_config(config, sets)
     bar, _ = _progress()
     with bar:
-        res = fit_local(cfg, out, nproc, resume, progress=_train_progress(bar))  # type: ignore[arg-type]
+        res = fit_local(cfg, out, nproc, resume, progress=_train_progress(bar))
     table = Table(title=f"training {cfg.model} -> {out}")
     keys = ["epoch", "loss", "lr", "seconds", "val_ar1", "val_g2g_ar1", "val_g2a_ar1"]
     keys = [k for k in keys if any(k in row for row in res.log)]
@@ -439,7 +447,7 @@ def evaluate_methods(
     yaw_views: int = 1,
     rerank: int = 0,
     query_views: int | None = None,
-) -> tuple[object, list[object]]:
+) -> tuple[Benchmark, list[MethodEntry]]:
     """(benchmark, [MethodEntry]) for each --model (and, with ``rerank`` > 0, the same
     model with its top-``rerank`` re-ranked by geometric verification), and optionally
     Scan Context."""
@@ -456,13 +464,13 @@ def evaluate_methods(
     from hotformerloc.model.device import resolve_device
 
     dev = resolve_device(device)
-    entries = []
+    entries: list[MethodEntry] = []
     bar, update = _progress()
     with bar:
         for spec in models:
             net, ck = load_model(spec)
             net = net.to(dev)
-            retr = model_retriever(net, bench, batch_size, 0, yaw_views, query_views)  # type: ignore[arg-type]
+            retr = model_retriever(net, bench, batch_size, 0, yaw_views, query_views)
             update(f"embedded {Path(spec).stem}", 1, 1)
             label = spec if ck is None else f"{ck.model} ({Path(spec).name})"
             if yaw_views > 1:
@@ -541,11 +549,11 @@ def eval_(
         data, model or [], scancontext, batch_size, device, yaw_views, rerank, query_views
     )
     if out is not None:
-        write_report(out, bench, entries, title=f"Evaluation on {data}")  # type: ignore[arg-type]
+        write_report(out, bench, entries, title=f"Evaluation on {data}")
     if as_json:
-        print(json.dumps({e.name: e.result.to_dict() for e in entries}, allow_nan=False))  # type: ignore[attr-defined]
+        print(json.dumps({e.name: e.result.to_dict() for e in entries}, allow_nan=False))
     else:
-        console.print(format_table(entries))  # type: ignore[arg-type]
+        console.print(format_table(entries))
 
 
 def _register_groups() -> None:
@@ -582,9 +590,10 @@ def entrypoint() -> None:
         sys.exit(130)
     except Exception as e:
         # usage errors of the (vendored) click layer carry show() and exit_code
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(e.exit_code)
+        show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
 
 

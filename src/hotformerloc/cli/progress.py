@@ -29,7 +29,7 @@ class LogProgress(Progress):
         self._logged: dict[TaskID, float] = {}
         self._finished: set[TaskID] = set()
 
-    def update(self, task_id: TaskID, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
         super().update(task_id, **kwargs)
         if self.plain:
             self._log(task_id)

@@ -244,9 +244,10 @@ class Benchmark:
             if value is None:
                 continue
             wanted = _as_set(value)
-            unknown = [v for v in wanted if known is not None and v not in known]
-            if unknown:
-                raise ValueError(f"select: unknown {name} {unknown} (known: {list(known)})")
+            if known is not None:
+                unknown = [v for v in wanted if v not in known]
+                if unknown:
+                    raise ValueError(f"select: unknown {name} {unknown} (known: {list(known)})")
             keep &= np.isin(column, wanted)
         return np.flatnonzero(keep).astype(np.int64)
 

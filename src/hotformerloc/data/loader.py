@@ -80,7 +80,7 @@ class _WithIndex(Dataset[tuple[int, Tensor]]):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # torch stubs: Dataset has no __len__
 
     def __getitem__(self, j: int) -> tuple[int, Tensor]:
         return int(j), self.dataset[j]
@@ -236,6 +236,7 @@ def embedding_loader(
     may be smaller), no augmentation, no masks, one octree per batch."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    sampler = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # torch stubs: Dataset has no __len__
+    sampler = BatchSampler(SequentialSampler(range(n)), batch_size, drop_last=False)
     collate = Collate(model_config, None, None, split_size=batch_size, seed=0)
     return make_loader(dataset, sampler, collate, num_workers)

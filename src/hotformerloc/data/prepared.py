@@ -247,8 +247,12 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     ):
         value = manifest.get(key)
         if kind is float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            ok = ok and math.isfinite(value) and value > 0
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
+            )
         else:
             ok = isinstance(value, kind)
         if not ok:
@@ -349,7 +353,7 @@ class PreparedDataset(Benchmark):
     evaluation: EvaluationSpec
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(  # type: ignore[override]  # one folder only, and a root= keyword
         cls, directory: str | Path, check_files: bool = False, *, root: str | Path | None = None
     ) -> PreparedDataset:
         """Read a prepared folder, verifying the manifest's checksums.

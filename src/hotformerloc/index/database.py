@@ -193,7 +193,7 @@ class Schema:
 
 # ---------------------------------------------------------------------------- file helpers
 def _sha256_array(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8)).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data).hexdigest()
 
 
 def _npy_bytes(a: np.ndarray) -> memoryview:
@@ -358,7 +358,7 @@ def _write_segment(folder: Path, cols: _Columns) -> dict[str, Any]:
         ("metadata.json", json.dumps(meta, ensure_ascii=False).encode()),
     ]
     for name, data in payloads:
-        atomic_write_bytes(folder / name, data)  # type: ignore[arg-type]
+        atomic_write_bytes(folder / name, data)  # type: ignore[arg-type]  # it writes any buffer
         files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         _fault_point(name)
     return {"name": folder.name, "count": len(cols.ids), "files": files}

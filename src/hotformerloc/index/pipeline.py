@@ -540,8 +540,9 @@ class Localizer:
         verifications: list[Verification | None] = [None] * len(hits)
         order = list(range(len(hits)))
         if rerank and hits:
-            verifications = list(self._verify(np.asarray(cloud), name, entries))
-            order = sorted(order, key=lambda j: -verifications[j].fitness)  # type: ignore[union-attr]
+            verified = list(self._verify(np.asarray(cloud), name, entries))
+            order = sorted(order, key=lambda j: -verified[j].fitness)
+            verifications = list(verified)
         t3 = time.perf_counter()
         candidates = []
         for rank, j in enumerate(order, start=1):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import small_gicp
+from numpy.typing import NDArray
 from scipy import fft
 from scipy.spatial import cKDTree
 
@@ -506,7 +507,7 @@ class RerankResult:
         return self.verifications[self.order[0]]
 
 
-def _order(fitness: Sequence[float]) -> tuple[int, ...]:
+def _order(fitness: Sequence[float] | NDArray[np.float64]) -> tuple[int, ...]:
     """Positions sorted by fitness descending, ties in input order."""
     return tuple(int(i) for i in np.argsort(-np.asarray(fitness, np.float64), kind="stable"))
 

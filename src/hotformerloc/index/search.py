@@ -257,7 +257,7 @@ class SearchIndex:
                 raise SearchError(f"index kind {kind!r} needs faiss (the numpy backend is exact)")
             self.kind = "exact"
         self._index: Any = None
-        if self.backend == "faiss" and n:
+        if self.backend == "faiss" and faiss is not None and n:
             self._index = self._build(faiss)
 
     def _build(self, faiss: ModuleType) -> Any:

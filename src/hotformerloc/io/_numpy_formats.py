@@ -179,4 +179,4 @@ def write_npz(path: Path, cloud: PointCloud, *, compressed: bool = False) -> Non
         arrays["sequence"] = np.array(cloud.sequence)
     save = np.savez_compressed if compressed else np.savez
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        save(f, **arrays)
+        save(f, **arrays)  # type: ignore[arg-type]  # mypy: a key could be allow_pickle; none is

@@ -92,9 +92,9 @@ def _read_header(path: Path, f: BinaryIO) -> _Header:
         viewpoint = tuple(float(v) for v in entries.get("VIEWPOINT", _IDENTITY_VIEWPOINT))
     except ValueError as e:
         raise _corrupt(path, f"bad number ({e})") from e
-    for key, values in (("SIZE", sizes), ("TYPE", types), ("COUNT", counts)):
-        if len(values) != len(fields):
-            raise _corrupt(path, f"FIELDS has {len(fields)} entries but {key} has {len(values)}")
+    for key, n in (("SIZE", len(sizes)), ("TYPE", len(types)), ("COUNT", len(counts))):
+        if n != len(fields):
+            raise _corrupt(path, f"FIELDS has {len(fields)} entries but {key} has {n}")
     for name, t, s in zip(fields, types, sizes, strict=True):
         if s not in _TYPES.get(t, ()):
             raise _corrupt(path, f"field {name!r} has unsupported TYPE {t} SIZE {s}")

@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from hotformerloc.io._common import describe
 from hotformerloc.io._las import read_las, write_las
@@ -56,51 +57,49 @@ class FormatSpec:
 _Reader = Callable[[Path], PointCloud]
 _Writer = Callable[..., None]
 
-_REGISTRY: dict[str, tuple[FormatSpec, _Reader, _Writer]] = {
-    spec.name: (spec, reader, writer)
-    for spec, reader, writer in [
-        (
-            FormatSpec("kitti", (".bin",), True, True, False, "float32 x,y,z,intensity records"),
-            read_kitti,
-            write_kitti,
-        ),
-        (
-            FormatSpec("pnv", (), True, False, False, "PointNetVLAD float64 x,y,z records"),
-            read_pnv,
-            write_pnv,
-        ),
-        (
-            FormatSpec("pcd", (".pcd",), True, True, True, "PCL PCD v0.7, pose in VIEWPOINT"),
-            read_pcd,
-            write_pcd,
-        ),
-        (
-            FormatSpec("las", (".las",), True, True, True, "ASPRS LAS, world coords at 1 mm"),
-            read_las,
-            partial(write_las, compress=False),
-        ),
-        (
-            FormatSpec("laz", (".laz",), True, True, True, "LAS compressed with LAZ (lazrs)"),
-            read_las,
-            partial(write_las, compress=True),
-        ),
-        (
-            FormatSpec("ply", (".ply",), True, True, False, "PLY vertex x,y,z[,intensity]"),
-            read_ply,
-            write_ply,
-        ),
-        (
-            FormatSpec("npy", (".npy",), True, True, False, "float array (N,3) or (N,4)"),
-            read_npy,
-            write_npy,
-        ),
-        (
-            FormatSpec("npz", (".npz",), True, True, True, "all PointCloud fields, named"),
-            read_npz,
-            write_npz,
-        ),
-    ]
-}
+_ENTRIES: list[tuple[FormatSpec, _Reader, _Writer]] = [
+    (
+        FormatSpec("kitti", (".bin",), True, True, False, "float32 x,y,z,intensity records"),
+        read_kitti,
+        write_kitti,
+    ),
+    (
+        FormatSpec("pnv", (), True, False, False, "PointNetVLAD float64 x,y,z records"),
+        read_pnv,
+        write_pnv,
+    ),
+    (
+        FormatSpec("pcd", (".pcd",), True, True, True, "PCL PCD v0.7, pose in VIEWPOINT"),
+        read_pcd,
+        write_pcd,
+    ),
+    (
+        FormatSpec("las", (".las",), True, True, True, "ASPRS LAS, world coords at 1 mm"),
+        read_las,
+        partial(write_las, compress=False),
+    ),
+    (
+        FormatSpec("laz", (".laz",), True, True, True, "LAS compressed with LAZ (lazrs)"),
+        read_las,
+        partial(write_las, compress=True),
+    ),
+    (
+        FormatSpec("ply", (".ply",), True, True, False, "PLY vertex x,y,z[,intensity]"),
+        read_ply,
+        write_ply,
+    ),
+    (
+        FormatSpec("npy", (".npy",), True, True, False, "float array (N,3) or (N,4)"),
+        read_npy,
+        write_npy,
+    ),
+    (
+        FormatSpec("npz", (".npz",), True, True, True, "all PointCloud fields, named"),
+        read_npz,
+        write_npz,
+    ),
+]
+_REGISTRY: dict[str, tuple[FormatSpec, _Reader, _Writer]] = {e[0].name: e for e in _ENTRIES}
 
 #: Every supported format by name (read-only mapping).
 FORMATS: Mapping[str, FormatSpec] = MappingProxyType(
@@ -171,7 +170,8 @@ def read_pointcloud(
         raise PointCloudError(path, f"cannot read file ({describe(e)})") from e
     if source is not None:
         cloud = replace(cloud, source=source)
-    finite = np.isfinite(cloud.xyz).all(axis=1)
+    # numpy stubs: all(axis=1) of an (N, 3) array is an (N,) array, not maybe a scalar
+    finite = cast("NDArray[np.bool_]", np.isfinite(cloud.xyz).all(axis=1))
     if not finite.all():
         if drop_nonfinite:
             cloud = cloud.subset(finite)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -138,7 +138,7 @@ class PointCloud:
             inv[:3, 3] = -t[:3, :3].T @ t[:3, 3]
             pose = self.pose @ inv
             pose[3] = (0.0, 0.0, 0.0, 1.0)
-        return replace(self, xyz=xyz, pose=pose)
+        return replace(self, xyz=xyz.astype(np.float32), pose=pose)
 
     def to_world(self) -> PointCloud:
         """The cloud expressed in the world frame (pose applied), with pose = identity.
@@ -148,14 +148,15 @@ class PointCloud:
         """
         if self.pose is None:
             return self
-        return replace(self, xyz=self.world_xyz(), pose=np.eye(4))
+        return replace(self, xyz=self.world_xyz().astype(np.float32), pose=np.eye(4))
 
     def validate_finite(self, name: str) -> None:
         """Raise :class:`PointCloudError` naming ``name`` if the cloud is empty or any
         coordinate is NaN/inf; return None otherwise."""
         if len(self) == 0:
             raise PointCloudError(name, "point cloud is empty (0 points)")
-        finite = np.isfinite(self.xyz).all(axis=1)
+        # numpy stubs: all(axis=1) of an (N, 3) array is an (N,) array, not maybe a scalar
+        finite = cast("NDArray[np.bool_]", np.isfinite(self.xyz).all(axis=1))
         if not finite.all():
             raise PointCloudError(name, nonfinite_message(finite))
 

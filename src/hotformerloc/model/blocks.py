@@ -266,7 +266,7 @@ class OctFormerBlock(PreNormBlock):
             return view.pair_mask(dilation, relay, dtype)
         return self.rpe(view.bias_index(dilation, self.rpe.bound, relay))
 
-    def forward(  # type: ignore[override]
+    def forward(  # type: ignore[override]  # a DepthView replaces the base's layout args
         self, x: Tensor, view: DepthView, relay: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """``x`` (N, C) node features at ``view.depth``; ``relay`` (nw, C) or None.

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -24,6 +24,9 @@ from torch import nn
 
 from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from hotformerloc.model.network import HOTFormerLoc
 
 FORMAT = "hotformerloc-checkpoint"
 FORMAT_VERSION = "1"
@@ -166,7 +169,9 @@ def load_weights(model: nn.Module, ckpt: Checkpoint, path: str | Path) -> None:
     model.load_state_dict(ckpt.state_dict, strict=True)
 
 
-def load_model(spec: str | Path, variant: str | None = None) -> tuple[nn.Module, Checkpoint | None]:
+def load_model(
+    spec: str | Path, variant: str | None = None
+) -> tuple[HOTFormerLoc, Checkpoint | None]:
     """A model in eval mode from a registered name (random weights, checkpoint None), a
     registered pretrained ``ARCH.TAG`` name (its packaged weights, SHA-256 verified, and
     that file's checkpoint) or a checkpoint file (its registered model and config, weights

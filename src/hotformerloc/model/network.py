@@ -16,7 +16,7 @@ Data flow for an input octree of depth d (``C0, C1 = config.channels``)::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -167,7 +167,7 @@ class HOTFormerLoc(nn.Module):
     def _run(self, block: Callable[..., _T], *args: Any) -> _T:
         """``block(*args)``, recomputed in backward when gradient checkpointing is on."""
         if self.config.grad_checkpoint and self.training and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)  # type: ignore[no-any-return]
+            return checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
     def forward(self, octree: Octree) -> Tensor:
@@ -207,7 +207,7 @@ class HOTFormerLoc(nn.Module):
 
         if cfg.disable_rt:
             for j, blocks in enumerate(self.level_blocks):
-                for block in blocks:
+                for block in cast(nn.ModuleList, blocks):  # torch stubs: items are Module
                     feats[j], _ = self._run(block, feats[j], level_views[j])
         else:
             relays = [self.relay_init(f, v) for f, v in zip(feats, level_views, strict=True)]

@@ -25,7 +25,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -34,6 +34,9 @@ from hotformerloc.config import to_dict
 from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import sha256_file
 from hotformerloc.model.checkpoint import Checkpoint, CheckpointError, load_weights, save_checkpoint
+
+if TYPE_CHECKING:
+    from hotformerloc.model.network import HOTFormerLoc
 
 #: Commit of the reference implementation whose key layout is mapped here.
 REFERENCE_COMMIT = "8e78b2d9bec8399202940e30cc8bb0446a5b9c68"
@@ -166,7 +169,7 @@ def _numpy_safe_globals() -> list[Any]:
     try:
         from numpy._core.multiarray import scalar
     except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]  # numpy 1 name, same function
     out: list[Any] = [
         np.dtype,
         (scalar, "numpy._core.multiarray.scalar"),
@@ -440,7 +443,7 @@ def convert_reference(
     return Checkpoint(state, variant, config, {"source": source}, sha)
 
 
-def model_from_converted(ck: Checkpoint, path: str | Path) -> torch.nn.Module:
+def model_from_converted(ck: Checkpoint, path: str | Path) -> HOTFormerLoc:
     """The network of ``ck`` with its weights loaded (train mode, as built)."""
     from hotformerloc.model.registry import create_model
 
@@ -451,7 +454,7 @@ def model_from_converted(ck: Checkpoint, path: str | Path) -> torch.nn.Module:
 
 def load_reference_model(
     path: str | Path, variant: str | None = None, ema: bool = False
-) -> tuple[torch.nn.Module, Checkpoint]:
+) -> tuple[HOTFormerLoc, Checkpoint]:
     """``(model.eval(), checkpoint)`` of a reference file converted in memory."""
     ck = convert_reference(path, variant, ema=ema)
     return model_from_converted(ck, path).eval(), ck

@@ -193,7 +193,9 @@ def load_generator_config(
 ) -> GeneratorConfig:
     """The preset (``demo`` when neither a preset nor a config file is given) or the built-in
     defaults, overlaid by the config file, then the seed."""
-    data: dict[str, Any] = preset_dict(preset) if preset or not config else {}
+    data: dict[str, Any] = (
+        preset_dict("demo" if preset is None else preset) if preset or not config else {}
+    )
     if config:
         data = merge(data, load_yaml(config))
     if seed is not None:

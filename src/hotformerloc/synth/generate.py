@@ -598,7 +598,8 @@ def generate(
             atomic_write_text(
                 out / wcfg.name / name / "poses.csv",
                 poses_csv_text(
-                    (p.timestamp, p.pose[:3, 3], quat_from_rot(p.pose[:3, :3])) for p in sp
+                    (p.timestamp, tuple(p.pose[:3, 3]), tuple(quat_from_rot(p.pose[:3, :3])))
+                    for p in sp
                 ),
             )
         xy = np.array([p.pose[:2, 3] for p in kept]).reshape(-1, 2)

@@ -21,7 +21,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -313,7 +313,10 @@ def mesa_loss(
     return weight * F.kl_div(log_p_student, p_teacher, reduction="batchmean")
 
 
-class ModelEma:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+class ModelEma(Generic[_M]):
     """Exponential moving average copy of a model (the MESA teacher).
 
     ``module`` is a deep copy of ``model`` in eval mode with ``requires_grad=False``.
@@ -325,11 +328,11 @@ class ModelEma:
     ``torch.no_grad()``.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998) -> None:
+    def __init__(self, model: _M, decay: float = 0.9998) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay}")
         self.decay = float(decay)
-        self.module = copy.deepcopy(model).eval()
+        self.module: _M = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
 
     @torch.no_grad()

@@ -26,7 +26,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,11 @@ def multistage_step(
     scale = float(ddp.world_size)  # DDP averages gradients over ranks; we need their sum
     for n, i in enumerate(mine):
         last = n == len(mine) - 1
-        sync = model.no_sync() if (ddp.active and not last) else nullcontext()
+        sync: AbstractContextManager[Any] = nullcontext()
+        if ddp.active and not last:
+            if not isinstance(model, nn.parallel.DistributedDataParallel):
+                raise TypeError("multistage_step: under DDP, model must be DistributedDataParallel")
+            sync = model.no_sync()
         with sync:
             e = model(octrees[i])
             e.backward(grad[chunks[i]] * scale)

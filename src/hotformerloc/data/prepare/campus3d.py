@@ -103,10 +103,10 @@ def _scan(root: Path, opts: PrepareOptions, findings: Findings) -> _Campus3DScan
             f"scores database index {AERIAL_DATABASE} (aerial-only), so at least 2 are needed"
         )
         return None
-    for e in training:
-        if e.position is None:
+    for entry in training:
+        if entry.position is None:
             findings.error(
-                f"{files['train']}: entry {e.id} has no position", kind="training positions"
+                f"{files['train']}: entry {entry.id} has no position", kind="training positions"
             )
     for what, runs in (("database", databases), ("query", queries)):
         for r, items in enumerate(runs):
@@ -159,8 +159,8 @@ def build_campus3d(root: Path, opts: PrepareOptions, findings: Findings) -> Prep
     for e in scan.training:
         assert e.position is not None
         put(e.path, (float(e.position[1]), float(e.position[0])))  # [northing, easting]
-    for runs in (scan.databases, scan.queries):
-        for items in runs:
+    for run_sets in (scan.databases, scan.queries):
+        for items in run_sets:
             for it in items:
                 assert it.en is not None
                 put(it.path, it.en)

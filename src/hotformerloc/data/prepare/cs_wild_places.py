@@ -292,7 +292,7 @@ def build_cs_wild_places(root: Path, opts: PrepareOptions, findings: Findings) -
                 timestamp=s.timestamp,
                 xy=s.xy,
                 source="aerial" if s.aerial else "ground",
-                split=np.where(in_test, "test", "train"),
+                split=np.where(in_test, "test", "train").tolist(),
                 relpath=[f"{s.folder}/{s.name}/{CLOUDS}/{f}" for f in s.files],
             )
             if s.aerial:
@@ -376,8 +376,8 @@ def build_cs_wild_places(root: Path, opts: PrepareOptions, findings: Findings) -
             "regions": {
                 f: "whole area (spec 4.4)"
                 if f in WHOLE_AREA
-                else regions.get(f).describe()  # type: ignore[union-attr]
-                if regions is not None and regions.get(f) is not None
+                else loc_reg.describe()
+                if regions is not None and (loc_reg := regions.get(f)) is not None
                 else "reference pickle"
                 for f in scan.forests
             },

@@ -263,7 +263,7 @@ def build_oxford(root: Path, opts: PrepareOptions, findings: Findings) -> Prepar
             timestamp=t.timestamps.astype(np.float64),
             xy=t.xy,
             source="ground",
-            split=np.where(regions.in_test(t.xy), "test", "train"),
+            split=np.where(regions.in_test(t.xy), "test", "train").tolist(),
             relpath=t.relpaths,
         )
         train_rows.append(rows)

@@ -130,12 +130,11 @@ def read_training_pickle(path: Path) -> list[RefTrainingEntry]:
                 f"{where}: needs a path ('rel_scan_filepath' or 'query') and 'positives' "
                 f"(keys: {sorted(map(str, raw))})"
             )
+        raw_id: Any = raw.get("id", key)  # any pickled value: int() checks it
         try:
-            ident = int(raw.get("id", key))
+            ident = int(raw_id)
         except (TypeError, ValueError):
-            raise ReferencePickleError(
-                f"{where}: id {raw.get('id', key)!r} is not an integer"
-            ) from None
+            raise ReferencePickleError(f"{where}: id {raw_id!r} is not an integer") from None
         position = raw.get("position")
         if position is None and "northing" in raw and "easting" in raw:
             position = [raw["northing"], raw["easting"]]

@@ -113,7 +113,8 @@ class LocationRegions:
     def in_test(self, xy: np.ndarray) -> np.ndarray:
         """(N,) bool: inside any square or polygon. ``xy``: (N, 2) (easting, northing)."""
         out = np.zeros(len(xy), bool)
-        for r in (*self.squares, *self.polygons):
+        shapes: tuple[Square | Polygon, ...] = (*self.squares, *self.polygons)
+        for r in shapes:
             out |= r.contains(xy)
         return out
 

@@ -228,9 +228,10 @@ def _scan(
         for s in missing:
             findings.error(f"{root / folder / s}: missing sequence", kind="missing sequences")
         sequences[forest] = [
-            s
+            found
             for seq in SEQUENCES[forest]
-            if seq in present and (s := _scan_sequence(root, forest, seq, release, opts, findings))
+            if seq in present
+            and (found := _scan_sequence(root, forest, seq, release, opts, findings))
         ]
     pickles = pickle_role_files(opts, PICKLES, findings)
     total = sum(len(s.files) for seqs in sequences.values() for s in seqs)
@@ -293,7 +294,7 @@ def build_wild_places(root: Path, opts: PrepareOptions, findings: Findings) -> P
                 timestamp=s.timestamp,
                 xy=s.xy,
                 source="ground",
-                split=split,
+                split=split.tolist(),
                 relpath=[f"{s.folder}/{s.name}/{s.cloud_folder}/{f}" for f in s.files],
             )
             if k < TRAIN_SEQUENCES:
@@ -356,7 +357,9 @@ def build_wild_places(root: Path, opts: PrepareOptions, findings: Findings) -> P
             "release": scan.release,
             "regions": {
                 f: (
-                    regions.get(f).describe() if regions and regions.get(f) else "reference pickles"
+                    loc_reg.describe()
+                    if regions and (loc_reg := regions.get(f))
+                    else "reference pickles"
                 )
                 for f in FORESTS
             },

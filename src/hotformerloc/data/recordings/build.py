@@ -392,7 +392,9 @@ def _build(
         mine = [r for r in recs if r.sequence == seq.name]
         atomic_write_text(
             base / seq.name / "poses.csv",
-            poses_csv_text((r.timestamp, r.pose[:3, 3], _xyzw(r.pose[:3, :3])) for r in mine),
+            poses_csv_text(
+                (r.timestamp, tuple(r.pose[:3, 3]), tuple(_xyzw(r.pose[:3, :3]))) for r in mine
+            ),
         )
     rows = [
         [r.sequence, f"{r.timestamp:.6f}", f"{x:.3f}", f"{y:.3f}", r.source, s]

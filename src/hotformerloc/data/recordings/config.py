@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_type_hints
 
 from hotformerloc.config import ConfigError, from_dict, merge, parse_overrides, require, to_dict
 from hotformerloc.submaps import SubmapConfig
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Sampling = Literal["distance", "time", "scan"]
-T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -197,15 +200,15 @@ class RecordingConfig:
         return cls.from_dict(parse_sets(items))
 
 
-def _build(cls: type[T], data: Any, where: str) -> T:
+def _build(cls: type[D], data: Any, where: str) -> D:
     """:func:`~hotformerloc.config.from_dict`, nested sections first, so that a value
     rejected by a section's own checks is reported with its key path."""
     if isinstance(data, dict):
         hints = get_type_hints(cls)
         data = dict(data)
-        for f in fields(cls):  # type: ignore[arg-type]
+        for f in fields(cls):
             tp = hints[f.name]
-            if is_dataclass(tp) and isinstance(data.get(f.name), dict):
+            if isinstance(tp, type) and is_dataclass(tp) and isinstance(data.get(f.name), dict):
                 data[f.name] = _build(tp, data[f.name], f"{where}.{f.name}" if where else f.name)
     try:
         return from_dict(cls, data, where)

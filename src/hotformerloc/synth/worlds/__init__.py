@@ -7,6 +7,7 @@ raise :class:`~hotformerloc.config.ConfigError`, a ``ValueError``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hotformerloc.config import ConfigError, from_dict
@@ -27,7 +28,8 @@ __all__ = [
     "build_world",
 ]
 
-WORLD_KINDS: dict[str, tuple[type, type[World]]] = {
+#: kind -> (config dataclass, world class called as ``(config, seed, name)``).
+WORLD_KINDS: dict[str, tuple[type, Callable[[Any, int, str], World]]] = {
     "forest": (ForestConfig, ForestWorld),
     "urban": (UrbanConfig, UrbanWorld),
     "real": (RealConfig, RealWorld),
@@ -41,4 +43,4 @@ def build_world(
     if kind not in WORLD_KINDS:
         raise ConfigError(f"unknown world kind {kind!r}; valid kinds: {', '.join(WORLD_KINDS)}")
     cfg_cls, world_cls = WORLD_KINDS[kind]
-    return world_cls(from_dict(cfg_cls, cfg_dict or {}, where), seed, name=name)
+    return world_cls(from_dict(cfg_cls, cfg_dict or {}, where), seed, name)

@@ -138,9 +138,9 @@ def dtm_grid(
     cells = key >> 32
     start = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
     count = np.diff(np.r_[start, len(key)])
-    low = np.full(h * w, np.nan)
-    low[cells[start]] = (key[start + (count - 1) // 10] & 0xFFFFFFFF) / 1000 + zmin
-    low = low.reshape(h, w)
+    flat = np.full(h * w, np.nan)
+    flat[cells[start]] = (key[start + (count - 1) // 10] & 0xFFFFFFFF) / 1000 + zmin
+    low = flat.reshape(h, w)
 
     surface = pmf_surface(low, res, max_window, slope, max_step, _DTM_STEP0)
     return ndimage.gaussian_filter(surface, 1.0)

@@ -10,6 +10,7 @@ parked cars from ``Epoch.seed`` and applies foliage, leaf-off and growth to the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -580,9 +581,9 @@ def _inside(
     """(N,) bool: all samples ``pts`` (N, S, 2) are ``margin`` m inside ``extent``."""
     x0, y0, x1, y1 = extent
     x, y = pts[..., 0], pts[..., 1]
-    return ((x >= x0 + margin) & (x <= x1 - margin) & (y >= y0 + margin) & (y <= y1 - margin)).all(
-        1
-    )
+    inside = (x >= x0 + margin) & (x <= x1 - margin) & (y >= y0 + margin) & (y <= y1 - margin)
+    # numpy stubs: all(1) of an (N, S) array is an (N,) array, not maybe a scalar
+    return cast("np.ndarray", inside.all(1))
 
 
 def _strips(x0: float, y0: float, x1: float, y1: float, width: float) -> list[tuple[float, ...]]:
