@@ -399,9 +399,9 @@ def _tiny() -> ModelConfig:
 register_pretrained(
     "hotformerloc-tiny.synth",
     "hotformerloc-tiny.synth.safetensors",
-    sha256="84056f47aaf8483eb6c041c0a2af120cc0c25ec951c4f8753aa0b96f3dd0b291",
-    description="synthetic pre-training v0: 3 small-preset seeds (6 worlds), 10 epochs, "
-    "0.9 h on 2 CPU cores; docs/models.md",
+    sha256="4888a192ddc13937e838a5d82ea2c3b56929d0c4566d0f2c2561d6a1e2396b93",
+    description="synthetic pre-training v1: 4 small-preset seeds (8 worlds), co-oriented "
+    "training, 8 query views; 2.4 h on 2 CPU cores; docs/models.md",
     input="metric submaps (30 m radius, ground removed, 0.8 m voxels), input_scale 1/30, "
-    "bbox-normalised, depth 6",
+    "bbox-normalised, depth 6; queries searched at 8 yaw views",
 )
