@@ -10,7 +10,7 @@ Training uses the `demo` preset (hotformerloc-tiny) with one world per batch
 last one (no checkpoint selection on the test queries).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/ablation.py --out runs/ablation \
-        [--budget 6] [--preset small] [--only base,gem]
+        [--budget 6] [--config small] [--only base,gem]
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotformerloc.data import Benchmark
-from hotformerloc.eval import DescriptorRetriever
-from hotformerloc.eval.benchmark import embed_benchmark, evaluate_retriever
 from hotformerloc.eval.tables import markdown_table
 from hotformerloc.io.atomic import atomic_write_text
-from hotformerloc.model.checkpoint import load_model
+from hotformerloc.pipelines.evaluate import evaluate_benchmark
 from hotformerloc.synth.config import load_generator_config
 from hotformerloc.synth.generate import generate, workers_default
 from hotformerloc.train.config import load_train_config
@@ -47,7 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--config", default="small", help="generator preset or YAML file")
     ap.add_argument("--bench", type=Path, default=None, help="use this benchmark folder")
     ap.add_argument("--budget", type=float, default=6.0, help="training minutes per variant")
     ap.add_argument("--only", default="", help="comma-separated variant names")
@@ -56,9 +53,8 @@ def main() -> None:
     bench_dir = args.bench or args.out / "benchmark"
     t0 = time.perf_counter()
     if args.bench is None:
-        generate(load_generator_config(args.preset, None, None), bench_dir, workers_default())
+        generate(load_generator_config(args.config), bench_dir, workers_default())
     print(f"benchmark {bench_dir} ready in {time.perf_counter() - t0:.0f} s")
-    bench = Benchmark.load(bench_dir)
     only = [v.strip() for v in args.only.split(",") if v.strip()]
     rows: list[dict[str, Any]] = []
     for name, overrides in VARIANTS.items():
@@ -81,9 +77,8 @@ def main() -> None:
             resume = (run / "resume.safetensors").exists()
             result_log = fit_local(cfg, run, nproc=args.nproc, resume=resume).log
         train_s = time.perf_counter() - t1
-        model, _ = load_model(run / "best.safetensors")
-        desc = embed_benchmark(model, bench, None)
-        summary = evaluate_retriever(DescriptorRetriever(desc), bench).summary()
+        (scored,) = evaluate_benchmark(bench_dir, [run / "best.safetensors"]).methods
+        summary = scored.entry.result.summary()
         rows.append(
             {
                 "variant": name,

@@ -4,7 +4,7 @@ Prints one table: per stage, wall seconds and submaps per second, the whole run 
 the 5-minute target, and the culled ray caster against the brute-force reference on the
 same scan, measured in this run.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/generate.py [--preset demo] [--workers 2]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/generate.py [--config demo] [--workers 2]
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def caster_ratio() -> tuple[float, float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--config", default="demo", help="generator preset or YAML file")
     ap.add_argument("--workers", type=int, default=workers_default())
     args = ap.parse_args()
-    cfg = load_generator_config(args.preset)
+    cfg = load_generator_config(args.config)
     stamps: dict[str, list[float]] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -65,7 +65,7 @@ def main() -> None:
         c.get(f"ground_{s}", 0) for c in res.counts.values() for s in ("train", "test", "buffer")
     )
     n_aerial = sum(c.get("aerial", 0) for c in res.counts.values())
-    print(f"preset={args.preset} workers={args.workers} cpus={os.cpu_count()}")
+    print(f"config={args.config} workers={args.workers} cpus={os.cpu_count()}")
     print(f"{'stage':<28}{'seconds':>10}{'items':>10}{'items/s':>10}")
     for stage, (start, end, n) in stamps.items():
         dt = max(end - start, 1e-9)

@@ -24,7 +24,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import csv
 import math
 import time
 from dataclasses import dataclass, replace
@@ -43,7 +42,7 @@ from hotformerloc.eval.benchmark import (
 )
 from hotformerloc.eval.tables import markdown_table
 from hotformerloc.index.rerank import RerankConfig, RerankRetriever, prepare, verify_prepared
-from hotformerloc.io._pcd import quaternion_to_matrix
+from hotformerloc.io.poses import POSES_FILE, read_poses_csv
 from hotformerloc.model.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,15 +55,11 @@ def read_poses(bench: Benchmark) -> np.ndarray:
     poses = np.zeros((len(bench), 4, 4))
     for world in bench.worlds:
         for seq in bench.sequences(world):
-            table: dict[str, np.ndarray] = {}
-            path = bench.root / world / seq / "poses.csv"
-            with open(path, newline="") as f:
-                for rec in csv.DictReader(f):
-                    pose = np.eye(4)
-                    pose[:3, 3] = [float(rec[k]) for k in ("x", "y", "z")]
-                    q = np.array([float(rec[k]) for k in ("qw", "qx", "qy", "qz")])
-                    pose[:3, :3] = quaternion_to_matrix(q)
-                    table[f"{float(rec['timestamp']):.6f}"] = pose
+            path = bench.root / world / seq / POSES_FILE
+            rows = read_poses_csv(path)
+            table = {
+                f"{t:.6f}": p for t, p in zip(rows.timestamps.tolist(), rows.poses, strict=True)
+            }
             for i in bench.select(world=world, sequence=seq):
                 key = f"{bench.timestamp[i]:.6f}"
                 if key not in table:

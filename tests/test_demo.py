@@ -1,6 +1,6 @@
-"""The demo (``hotformerloc.demo.run_demo``, ``hotformerloc demo``) on a small benchmark with
-temporary pretrained weights (a co-oriented model: ``query_views`` 2): every number it
-reports is recomputed independently here."""
+"""The demo (``hotformerloc.pipelines.demo.run_demo``, ``hotformerloc demo``) on a small
+benchmark with temporary pretrained weights (a co-oriented model: ``query_views`` 2): every
+number it reports is recomputed independently here."""
 
 from __future__ import annotations
 
@@ -16,14 +16,6 @@ from cli_helpers import run_cli as cli
 from hotformerloc.baselines import ScanContextConfig, ScanContextRetriever
 from hotformerloc.config import from_dict, to_dict
 from hotformerloc.data import Benchmark
-from hotformerloc.demo import (
-    RESERVED_SEEDS,
-    RESULTS_FILE,
-    DemoError,
-    DemoResult,
-    load_result,
-    run_demo,
-)
 from hotformerloc.eval import DescriptorRetriever, QueryViewRetriever
 from hotformerloc.eval.benchmark import (
     embed_benchmark,
@@ -36,6 +28,14 @@ from hotformerloc.index.rerank import RerankRetriever
 from hotformerloc.model import registry
 from hotformerloc.model.checkpoint import save_checkpoint
 from hotformerloc.model.registry import create_model, register_pretrained
+from hotformerloc.pipelines.demo import (
+    RESERVED_SEEDS,
+    RESULTS_FILE,
+    DemoError,
+    DemoResult,
+    load_result,
+    run_demo,
+)
 from hotformerloc.synth.config import GeneratorConfig
 
 NAME = "hotformerloc-tiny.synth"

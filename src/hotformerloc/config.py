@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
@@ -213,3 +214,51 @@ def parse_overrides(items: typing.Iterable[str] | None, schema: Any = None) -> d
             parsed = None
         node[parts[-1]] = parsed
     return out
+
+
+def list_presets(package: str) -> list[str]:
+    """Sorted names of the YAML presets packaged in ``<package>/presets/`` (e.g.
+    ``hotformerloc.synth``: ``demo``, ``large``, ``small``)."""
+    folder = resources.files(package).joinpath("presets")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def config_source(spec: str | Path, package: str) -> tuple[dict[str, Any], Path | None]:
+    """The mapping named by ``spec`` and its file (None for a packaged preset): an existing
+    file, a path with a suffix (a missing one is an error naming it), else a preset name of
+    ``package`` (:func:`list_presets`).
+
+    Raises:
+        ConfigError: neither a file nor a preset, unreadable or invalid YAML.
+    """
+    p = Path(spec)
+    if p.suffix or p.exists():
+        return load_yaml(p), p
+    names = list_presets(package)
+    if str(spec) not in names:
+        raise ConfigError(
+            f"{spec}: neither a config file nor a preset (unknown preset; presets: "
+            f"{', '.join(names)})"
+        )
+    text = resources.files(package).joinpath(f"presets/{spec}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    return data, None
+
+
+def load_config(
+    schema: type[T],
+    specs: typing.Sequence[str | Path],
+    package: str,
+    overrides: dict[str, Any] | None = None,
+) -> T:
+    """The one way to load a config: each of ``specs`` (a preset name of ``package`` or a
+    YAML file, :func:`config_source`) merged over the previous ones, then ``overrides``
+    (e.g. from :func:`parse_overrides`), checked against the dataclass ``schema``.
+
+    Raises:
+        ConfigError: an unknown preset or file, bad YAML, unknown key or invalid value.
+    """
+    data: dict[str, Any] = {}
+    for spec in specs:
+        data = merge(data, config_source(spec, package)[0])
+    return from_dict(schema, merge(data, overrides or {}))

@@ -14,6 +14,11 @@ from scipy import ndimage
 
 from hotformerloc.config import require
 
+#: Metres -> network units for a submap of :attr:`SubmapConfig.radius` 30 m: the scale that
+#: maps it roughly into [-1, 1] (CS-Wild-Places' metric release, Wild-Places, our
+#: pre-training; a model's ``input_scale``).
+METRIC_SCALE = 1.0 / 30.0
+
 
 @dataclass(frozen=True)
 class SubmapConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hotformerloc.io import PointCloud, write_pointcloud
-from hotformerloc.io._pcd import matrix_to_quaternion
+from hotformerloc.io.poses import rotation_to_quaternion
 
 
 def rot_zyx(yaw: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -93,7 +93,7 @@ def poses_csv(times: np.ndarray, poses: list[np.ndarray]) -> str:
     """``poses.csv`` text (timestamp,x,y,z,qx,qy,qz,qw) with full precision."""
     lines = ["timestamp,x,y,z,qx,qy,qz,qw,extra"]
     for t, p in zip(times, poses, strict=True):
-        w, x, y, z = matrix_to_quaternion(p[:3, :3])
+        x, y, z, w = rotation_to_quaternion(p[:3, :3])
         vals = [t, *p[:3, 3], x, y, z, w]
         lines.append(",".join(repr(float(v)) for v in vals) + ",ignored")
     return "\n".join(lines) + "\n"

@@ -42,7 +42,7 @@ from hotformerloc.data.recordings import (
 from hotformerloc.eval import evaluate_loop_closure
 from hotformerloc.eval.benchmark import benchmark_sets, evaluate_retriever
 from hotformerloc.io import PointCloud, read_pointcloud, write_pointcloud
-from hotformerloc.io._pcd import quaternion_to_matrix
+from hotformerloc.io.poses import read_poses_csv
 
 VOXEL = 0.5
 TOL = VOXEL * math.sqrt(3) + 1e-3  # a voxel centroid lies inside its voxel
@@ -56,14 +56,8 @@ def _sets(**sections: str) -> list[str]:
 
 def _read_poses(path: Path) -> dict[float, np.ndarray]:
     """timestamp -> (4, 4) from an output poses.csv."""
-    rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    out = {}
-    for t, x, y, z, qx, qy, qz, qw in rows:
-        p = np.eye(4)
-        p[:3, :3] = quaternion_to_matrix(np.array([qw, qx, qy, qz]))
-        p[:3, 3] = (x, y, z)
-        out[round(float(t), 6)] = p
-    return out
+    table = read_poses_csv(path)
+    return {round(t, 6): p for t, p in zip(table.timestamps.tolist(), table.poses, strict=True)}
 
 
 def _to_map(cloud: np.ndarray, p: np.ndarray) -> np.ndarray:

@@ -252,12 +252,12 @@ def test_truncated_missing_and_manifest_problems_are_named(built):
 # ---------------------------------------------------------------------------- model, input
 def test_opening_with_another_model_is_refused(built):
     PlaceDatabase.open(
-        built, model=ModelInfo(MODEL.name, MODEL.weights_sha256, "/elsewhere", 1 / 30)
+        built, model=ModelInfo(MODEL.name, MODEL.tensors_sha256, "/elsewhere", 1 / 30)
     )
     for other in (
-        ModelInfo("hotformerloc-small", MODEL.weights_sha256, "x", 1 / 30),
+        ModelInfo("hotformerloc-small", MODEL.tensors_sha256, "x", 1 / 30),
         ModelInfo(MODEL.name, "cd" * 32, "x", 1 / 30),
-        ModelInfo(MODEL.name, MODEL.weights_sha256, "x", None),
+        ModelInfo(MODEL.name, MODEL.tensors_sha256, "x", None),
     ):
         with pytest.raises(ModelMismatchError, match="built with model hotformerloc-tiny"):
             PlaceDatabase.open(built, model=other)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from hotformerloc.index.rerank import (
     yaw_of,
 )
 from hotformerloc.io import read_pointcloud
-from hotformerloc.io._pcd import quaternion_to_matrix
+from hotformerloc.io.poses import read_poses_csv
 from hotformerloc.synth.config import GeneratorConfig
 from hotformerloc.synth.generate import generate
 
@@ -352,15 +351,8 @@ TINY = {
 
 
 def _poses_csv(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    with open(path, newline="") as f:
-        for rec in csv.DictReader(f):
-            pose = np.eye(4)
-            pose[:3, 3] = [float(rec[k]) for k in ("x", "y", "z")]
-            q = np.array([float(rec[k]) for k in ("qw", "qx", "qy", "qz")])
-            pose[:3, :3] = quaternion_to_matrix(q)
-            out[f"{float(rec['timestamp']):.6f}"] = pose
-    return out
+    table = read_poses_csv(path)
+    return {f"{t:.6f}": p for t, p in zip(table.timestamps.tolist(), table.poses, strict=True)}
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from hotformerloc.io import FORMATS, PointCloud, PointCloudError, read_pointcloud, write_pointcloud
-from hotformerloc.io._las import LAS_SCALE
-from hotformerloc.io._pcd import matrix_to_quaternion, quaternion_to_matrix
+from hotformerloc.io import (
+    FORMATS,
+    LAS_SCALE,
+    PointCloud,
+    PointCloudError,
+    read_pointcloud,
+    write_pointcloud,
+)
 
 LAS_TOL = LAS_SCALE / 2 + 1e-5  # rounding to the 1 mm grid + float32 of the local coordinates
 
@@ -209,24 +214,6 @@ def test_nonfinite_policies(tmp_path: Path) -> None:
     write_pointcloud(all_nan, PointCloud(np.full((3, 3), np.nan)))
     with pytest.raises(PointCloudError, match=r"allnan\.bin: no points"):
         read_pointcloud(all_nan, drop_nonfinite=True)
-
-
-def test_quaternion_conversions_match_scipy() -> None:
-    rng = np.random.default_rng(1)
-    for rot in Rotation.random(50, random_state=rng):
-        x, y, z, w = rot.as_quat()
-        np.testing.assert_allclose(
-            quaternion_to_matrix(np.array([w, x, y, z])), rot.as_matrix(), atol=1e-12
-        )
-        q = matrix_to_quaternion(rot.as_matrix())
-        assert q[0] >= 0
-        np.testing.assert_allclose(
-            Rotation.from_quat([*q[1:], q[0]]).as_matrix(), rot.as_matrix(), atol=1e-12
-        )
-    # 180-degree turns exercise every branch of Shepperd's method
-    for axis in np.eye(3):
-        r = Rotation.from_rotvec(np.pi * axis).as_matrix()
-        np.testing.assert_allclose(quaternion_to_matrix(matrix_to_quaternion(r)), r, atol=1e-12)
 
 
 PCD_TEMPLATE = """# .PCD v0.7 - hand made

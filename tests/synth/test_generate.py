@@ -15,8 +15,10 @@ import yaml
 
 from hotformerloc.config import ConfigError, from_dict
 from hotformerloc.io import read_pointcloud
+from hotformerloc.io.poses import rotation_to_quaternion
+from hotformerloc.io.splits import assign_splits
 from hotformerloc.synth.config import GeneratorConfig, load_generator_config
-from hotformerloc.synth.generate import assign_splits, generate, quat_from_rot, rot_zyx
+from hotformerloc.synth.generate import generate, rot_zyx
 
 TINY = {
     "seed": 3,
@@ -83,7 +85,10 @@ def test_layout_matches_cs_wild_places(bench):
         pose = cloud.pose if cloud.pose is not None else np.eye(4)
         assert np.allclose(pose[:3, 3], [float(r["x"]), float(r["y"]), float(r["z"])], atol=1e-3)
         assert np.allclose(
-            np.abs(quat_from_rot(pose[:3, :3]) @ [float(r[k]) for k in ("qx", "qy", "qz", "qw")]),
+            np.abs(
+                rotation_to_quaternion(pose[:3, :3])
+                @ [float(r[k]) for k in ("qx", "qy", "qz", "qw")]
+            ),
             1.0,
             atol=1e-4,
         )
@@ -181,7 +186,7 @@ def test_splits_by_hand():
     xy = np.array([[0, 0], [10, 0], [40, 0], [100, 0], [5, 5]], float)
     ground = np.array([True, True, True, True, False])
     region = [[[-5, -5], [15, -5], [15, 5], [-5, 5], [-5, -5]]]
-    split = assign_splits(xy, ground, region, buffer=30.0)
+    split = assign_splits(xy, ground, region, buffer=30.0, shape="box")  # the generator's
     assert split.tolist() == ["test", "test", "buffer", "train", "test"]
 
 
@@ -232,7 +237,7 @@ def test_quaternion_round_trip():
     rng = np.random.default_rng(0)
     for _ in range(20):
         r = rot_zyx(*rng.uniform(-3, 3, 3))
-        x, y, z, w = quat_from_rot(r)
+        x, y, z, w = rotation_to_quaternion(r)
         back = np.array(
             [
                 [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],

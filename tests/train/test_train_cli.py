@@ -108,7 +108,7 @@ def test_eval_rerank_scores_the_reranked_retriever(tmp_path: Path) -> None:
     ckpt = tmp_path / "m.safetensors"
     net, _ = load_model("hotformerloc-tiny")
     save_checkpoint(ckpt, net, "hotformerloc-tiny", to_dict(net.config))
-    res = run("eval", "-d", str(root), "-m", str(ckpt), "--rerank", "3", "--json")
+    res = run("eval", "-d", str(root), "-m", str(ckpt), "--rerank-top", "3", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     names = list(out)
@@ -119,5 +119,5 @@ def test_eval_rerank_scores_the_reranked_retriever(tmp_path: Path) -> None:
     base = DescriptorRetriever(embed_benchmark(model, bench))
     want = evaluate_retriever(RerankRetriever(base, bench.load_cloud, top_k=3), bench)
     assert out[names[1]] == json.loads(json.dumps(want.to_dict()))
-    res = run("eval", "-d", str(root), "--scancontext", "--rerank", "3")
+    res = run("eval", "-d", str(root), "--scancontext", "--rerank", "3")  # old spelling
     assert res.returncode == 2 and "--model" in res.stderr

@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hotformerloc.cli.options import SetOpt
+
 console = Console()
 
 
@@ -24,10 +26,7 @@ def convert(
         str | None,
         typer.Option(help="Registered model name; default: detect among the paper models."),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a model config key: KEY=VALUE (repeatable)."),
-    ] = None,
+    set_: SetOpt = None,
     ema: Annotated[
         bool, typer.Option("--ema", help="Use a .ckpt's EMA weights (model_ema_state_dict).")
     ] = False,

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hotformerloc.cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, SetOpt
 from hotformerloc.data.prepare.common import PrepareError
 
 dataset_app = typer.Typer(help="Prepare and check datasets.", no_args_is_help=True)
@@ -31,10 +32,6 @@ NameArg = Annotated[str, typer.Argument(help=f"Dataset: {_NAMES}.")]
 RootOpt = Annotated[Path, typer.Option("--root", help="The dataset folder.")]
 ReleaseOpt = Annotated[
     str | None, typer.Option(help="wild-places: pcd (the paper's .pcd release) or v3 (.bin).")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="kitti/sequence: KEY=VALUE config override (repeatable)."),
 ]
 SubsetOpt = Annotated[
     str | None,
@@ -57,7 +54,6 @@ SampleOpt = Annotated[
     int, typer.Option(min=0, help="Clouds read per run to check dtype/shape/range.")
 ]
 FullOpt = Annotated[bool, typer.Option("--full", help="Read every cloud (slow).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _options(
@@ -259,8 +255,8 @@ def evaluate(
     root: Annotated[
         Path | None, typer.Option("--root", help="Dataset folder, if it moved since prepare.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Submaps per forward pass.")] = 32,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
     reference_batching: Annotated[
         bool,
         typer.Option(

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from hotformerloc.cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, OldBatchOpt
 from hotformerloc.cli.progress import LogProgress
 from hotformerloc.index.search import SearchError
 
@@ -35,10 +36,6 @@ SourceOpt = Annotated[
         "(default ground).",
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Clouds per forward pass.")]
-#: The old spelling of --batch-size (hidden; removed in the next release, CHANGELOG).
-OldBatchOpt = Annotated[int | None, typer.Option("--batch", min=1, hidden=True)]
 
 
 @contextmanager
@@ -97,7 +94,7 @@ def build(
     source: SourceOpt = None,
     world: WorldOpt = None,
     sequence: SequenceOpt = None,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchSizeOpt = 8,
     batch: OldBatchOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -128,7 +125,7 @@ def add(
         str | None,
         typer.Option("--model", "-m", help="The database's model from another location."),
     ] = None,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchSizeOpt = 8,
     batch: OldBatchOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -147,7 +144,7 @@ def add(
 @db_app.command()
 def info(
     db: Annotated[Path, typer.Argument(help="Database folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Schema, counts by source and sequence, and a full checksum verification."""
     from hotformerloc.index.database import DatabaseCorruptError, PlaceDatabase
@@ -183,7 +180,7 @@ def info(
             table.add_row(key, str(data[key]))
         table.add_row("updated", s.updated)
         table.add_row("model", f"{s.model.name} ({s.model.spec})")
-        table.add_row("weights sha256", s.model.weights_sha256)
+        table.add_row("tensors sha256", s.model.tensors_sha256)
         table.add_row("input scale", str(s.model.data_scale))
         table.add_row("descriptors sha256", s.descriptors_sha256)
         table.add_row("checksums", status)
@@ -235,7 +232,7 @@ def query(
         typer.Option("--model", "-m", help="The database's model from another location."),
     ] = None,
     device: DeviceOpt = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Where was each scan taken? Top-k places of the database, optionally re-ranked."""
     from hotformerloc.index.pipeline import Localizer

@@ -33,12 +33,21 @@ from rich.progress import (
 from rich.table import Table
 
 from hotformerloc import __version__
+from hotformerloc.cli.options import (
+    BatchSizeOpt,
+    ConfigDeviceOpt,
+    DeviceOpt,
+    JsonOpt,
+    OldPresetOpt,
+    OldRerankOpt,
+    RerankTopOpt,
+    SetOpt,
+    WorkersOpt,
+)
 from hotformerloc.cli.progress import LogProgress
 from hotformerloc.errors import HotformerlocError
 
 if TYPE_CHECKING:
-    from hotformerloc.data import Benchmark
-    from hotformerloc.eval.report import MethodEntry
     from hotformerloc.model.network import HOTFormerLoc
     from hotformerloc.train.trainer import TrainResult
 
@@ -74,7 +83,7 @@ def main(
 
 @app.command()
 def info(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Versions, threads and compute device."""
     import numpy
@@ -126,13 +135,18 @@ def _progress() -> tuple[Progress, Callable[[str, int, int], None]]:
 
 
 def _generate(
-    preset: str | None, config: Path | None, out: Path, seed: int | None, workers: int | None
+    preset: str | None,
+    config: list[str] | None,
+    overrides: dict[str, Any],
+    out: Path,
+    seed: int | None,
+    workers: int | None,
 ) -> None:
     from hotformerloc.synth.config import load_generator_config
     from hotformerloc.synth.generate import generate as run_generate
     from hotformerloc.synth.generate import workers_default
 
-    cfg = load_generator_config(preset, config, seed)
+    cfg = load_generator_config(preset, config, seed, overrides)
     bar, update = _progress()
     t0 = time.perf_counter()
     with bar:
@@ -190,20 +204,25 @@ def _generate(
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    preset: Annotated[
-        str | None, typer.Option(help="Preset: demo, small or large (default demo).")
-    ] = None,
     config: Annotated[
-        Path | None,
+        list[str] | None,
         typer.Option(
-            "--config", "-c", help="YAML config, over --preset if given, else over the defaults."
+            "--config",
+            "-c",
+            help="Preset (demo, small, large; default demo) or YAML file; repeat to merge "
+            "a file over a preset (-c small -c my.yaml).",
         ),
     ] = None,
+    set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+    workers: WorkersOpt = None,
+    preset: OldPresetOpt = None,
 ) -> None:
     """Generate a synthetic ground/aerial place-recognition benchmark (resumable)."""
-    _generate(preset, config, out, seed, workers)
+    from hotformerloc.config import parse_overrides
+    from hotformerloc.synth.config import GeneratorConfig
+
+    _generate(preset, config, parse_overrides(set_, GeneratorConfig), out, seed, workers)
 
 
 @app.command()
@@ -221,28 +240,20 @@ def demo(
             min=0, help="Benchmark seed (not a pre-training seed: 1-8, 101-102 are refused)."
         ),
     ] = 0,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Generator processes (default: CPUs).")
-    ] = None,
-    rerank_top: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Candidates re-ranked per query by geometric verification (0: none; "
-            "default 25; docs/demo.md).",
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
+    rerank_top: RerankTopOpt = None,
 ) -> None:
     """The shipped pre-trained model on an unseen synthetic benchmark: generate the demo
     benchmark (cached), evaluate the model (1 view and its test-time yaw views, + geometric
     re-ranking) against Scan Context ground-to-ground and ground-to-aerial, localise ground
-    scans in an aerial place database, and write report/report.html and results.json. Trains nothing
-    (training: `hotformerloc train -c pretrain`, docs/training.md)."""
-    run_demo(out, model, seed, workers, rerank_top)
+    scans in an aerial place database, and write report/report.html and results.json. Trains
+    nothing (training: `hotformerloc train -c pretrain`, docs/training.md). Re-ranks the top
+    25 unless --rerank-top says otherwise."""
+    _demo(out, model, seed, workers, rerank_top)
 
 
-def run_demo(out: Path, model: str, seed: int, workers: int | None, rerank_top: int | None) -> None:
-    from hotformerloc import demo as lib
+def _demo(out: Path, model: str, seed: int, workers: int | None, rerank_top: int | None) -> None:
+    from hotformerloc.pipelines import demo as lib
 
     top = lib.DEFAULT_RERANK_TOP if rerank_top is None else rerank_top
     bar, update = _progress()
@@ -306,11 +317,11 @@ def embed(
     files: Annotated[list[Path], typer.Argument(help="Point-cloud files (any supported format).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Registered name or checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    batch_size: Annotated[int, typer.Option(help="Clouds per forward pass.")] = 8,
+    batch_size: BatchSizeOpt = 8,
     fmt: Annotated[
         str | None, typer.Option("--format", help="Force a reader (e.g. pnv for PNV .bin).")
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Compute global descriptors: writes descriptors.npy (N, D) float32, ids.txt, embed.json."""
     import io as _io
@@ -371,8 +382,8 @@ def _train_progress(bar: Progress) -> Callable[[int, int, int, dict[str, float]]
     return update
 
 
-def run_training(
-    config: Path,
+def _train(
+    config: str,
     out: Path,
     resume: bool,
     sets: dict[str, object],
@@ -417,16 +428,18 @@ def _fmt(v: object) -> str:
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Training config YAML.")],
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config", "-c", help="Preset (demo, pretrain, paper settings) or a YAML file."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, logs).")],
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out after its last finished epoch.")
     ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config key: KEY=VALUE (repeatable)."),
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 or auto.")] = None,
+    set_: SetOpt = None,
+    device: ConfigDeviceOpt = None,
     nproc: Annotated[
         int, typer.Option(help="Data-parallel processes on this machine (CPU: gloo).")
     ] = 1,
@@ -435,66 +448,7 @@ def train(
     from hotformerloc.config import parse_overrides
     from hotformerloc.train.config import TrainConfig
 
-    run_training(config, out, resume, parse_overrides(set_, TrainConfig), device, nproc)
-
-
-def evaluate_methods(
-    data: Path,
-    models: list[str],
-    scancontext: bool,
-    batch_size: int,
-    device: str,
-    yaw_views: int = 1,
-    rerank: int = 0,
-    query_views: int | None = None,
-) -> tuple[Benchmark, list[MethodEntry]]:
-    """(benchmark, [MethodEntry]) for each --model (and, with ``rerank`` > 0, the same
-    model with its top-``rerank`` re-ranked by geometric verification), and optionally
-    Scan Context."""
-
-    from hotformerloc.baselines import ScanContextRetriever
-    from hotformerloc.data import Benchmark
-    from hotformerloc.demo import scan_context_config
-    from hotformerloc.eval import QueryViewRetriever
-    from hotformerloc.eval.benchmark import evaluate_retriever, model_retriever
-    from hotformerloc.eval.report import MethodEntry
-    from hotformerloc.model.checkpoint import load_model
-
-    bench = Benchmark.load(data)
-    from hotformerloc.model.device import resolve_device
-
-    dev = resolve_device(device)
-    entries: list[MethodEntry] = []
-    bar, update = _progress()
-    with bar:
-        for spec in models:
-            net, ck = load_model(spec)
-            net = net.to(dev)
-            retr = model_retriever(net, bench, batch_size, 0, yaw_views, query_views)
-            update(f"embedded {Path(spec).stem}", 1, 1)
-            label = spec if ck is None else f"{ck.model} ({Path(spec).name})"
-            if yaw_views > 1:
-                label += f", {yaw_views} yaw views"
-            if isinstance(retr, QueryViewRetriever):
-                label += f", {retr.views.shape[1]} query views"
-            entries.append(MethodEntry(label, evaluate_retriever(retr, bench), retr))
-            if rerank:
-                from hotformerloc.index.rerank import RerankRetriever
-
-                update(f"re-ranking the top {rerank}", 0, 1)
-                rr = RerankRetriever(retr, bench.load_cloud, top_k=rerank)
-                res = evaluate_retriever(rr, bench)
-                entries.append(MethodEntry(f"{label} + re-ranking top {rerank}", res, rr))
-                update(f"re-ranked the top {rerank}", 1, 1)
-        if scancontext:
-            cfg = scan_context_config()
-            clouds = []
-            for i in range(len(bench)):
-                clouds.append(bench.load_cloud(i))
-                update("scan context", i + 1, len(bench))
-            retr_sc = ScanContextRetriever.from_clouds(clouds, cfg)
-            entries.append(MethodEntry("Scan Context", evaluate_retriever(retr_sc, bench), retr_sc))
-    return bench, entries
+    _train(config, out, resume, parse_overrides(set_, TrainConfig), device, nproc)
 
 
 @app.command(name="eval")
@@ -510,8 +464,8 @@ def eval_(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write results.json and report.html here.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Submaps per forward pass.")] = 32,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
     yaw_views: Annotated[
         int,
         typer.Option(
@@ -526,30 +480,37 @@ def eval_(
             "submap is the smallest over them (default: the model's query_views).",
         ),
     ] = None,
-    rerank: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Also score each model with its top-K re-ranked by geometric verification "
-            "(docs/reranking.md; 0 = off).",
-        ),
-    ] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    rerank_top: RerankTopOpt = None,
+    as_json: JsonOpt = False,
+    rerank_old: OldRerankOpt = None,
 ) -> None:
     """Evaluate methods on a benchmark: ground-to-ground and ground-to-aerial AR@N, MRR."""
     from hotformerloc.eval.report import format_table, write_report
+    from hotformerloc.pipelines.evaluate import evaluate_benchmark
 
+    rerank = rerank_top if rerank_top is not None else rerank_old or 0
     if not model and not scancontext:
         raise UserError("nothing to evaluate: give --model and/or --scancontext")
     if rerank and not model:
-        raise UserError("--rerank re-ranks a model's retrievals: give --model too")
+        raise UserError("--rerank-top re-ranks a model's retrievals: give --model too")
     if yaw_views > 1 and query_views is not None and query_views > 1:
         raise UserError("--yaw-views and --query-views cannot be combined")
-    bench, entries = evaluate_methods(
-        data, model or [], scancontext, batch_size, device, yaw_views, rerank, query_views
-    )
+    bar, update = _progress()
+    with bar:
+        res = evaluate_benchmark(
+            data,
+            model or [],
+            scancontext,
+            batch_size,
+            device,
+            yaw_views,
+            query_views,
+            rerank,
+            update,
+        )
+    entries = res.entries
     if out is not None:
-        write_report(out, bench, entries, title=f"Evaluation on {data}")
+        write_report(out, res.benchmark, entries, title=f"Evaluation on {data}")
     if as_json:
         print(json.dumps({e.name: e.result.to_dict() for e in entries}, allow_nan=False))
     else:

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hotformerloc.cli.options import JsonOpt
+
 console = Console()
 
 
@@ -84,7 +86,7 @@ def models(
     pretrained: Annotated[
         bool, typer.Option("--pretrained", help="Only the ARCH.TAG models with weights.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The registered models: parameters, window size K, octree depth, input pipeline and
     pretrained weights (ARCH.TAG names for any --model option or create_model)."""

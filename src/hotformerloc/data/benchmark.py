@@ -1,6 +1,7 @@
 """Read a cross-source place-recognition benchmark from disk (the CS-Wild-Places layout).
 
-Layout (written by :mod:`hotformerloc.synth.generate`, spec 4.4)::
+Layout (written by :mod:`hotformerloc.synth.generate`, spec 4.4; the tables' formats are
+:mod:`hotformerloc.io.splits` and :mod:`hotformerloc.io.poses`)::
 
     <root>/<world>/split.csv                          sequence,timestamp,x,y,source,split
     <root>/<world>/<sequence>/clouds/<timestamp>.pcd  metric, submap frame
@@ -14,9 +15,6 @@ Every folder of ``<root>`` that holds a ``split.csv`` is a world. The cloud of a
 
 from __future__ import annotations
 
-import csv
-import itertools
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,12 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from hotformerloc.errors import HotformerlocError
-from hotformerloc.io import PointCloudError, read_pointcloud
+from hotformerloc.io import LayoutFileError, PointCloudError, read_pointcloud
+from hotformerloc.io.poses import POSES_FILE, quaternion_yaw, read_poses_csv
+from hotformerloc.io.splits import (
+    SOURCES,
+    SPLIT_COLUMNS,
+    SPLIT_FILE,
+    SPLITS,
+    SplitRow,
+    read_split_csv,
+)
 
-COLUMNS = ("sequence", "timestamp", "x", "y", "source", "split")
-SOURCES = ("ground", "aerial")
-SPLITS = ("test", "buffer", "train")
-SPLIT_FILE = "split.csv"
+#: The columns of a ``split.csv`` (:data:`hotformerloc.io.splits.SPLIT_COLUMNS`).
+COLUMNS = SPLIT_COLUMNS
 #: Missing cloud files named in a :class:`DatasetError` before "and N more".
 MAX_LISTED = 5
 
@@ -48,59 +53,19 @@ def cloud_relpath(sequence: str, timestamp: float) -> str:
 def _read_headings(path: Path) -> dict[float, float]:
     """``{timestamp (rounded to 1 µs): yaw (radians)}`` of a ``poses.csv``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read the poses: {e}") from e
-    reader = csv.DictReader(text.splitlines())
-    cols = ("timestamp", "qx", "qy", "qz", "qw")
-    missing = [c for c in cols if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
-    out = {}
-    for line, rec in enumerate(reader, start=2):
-        try:
-            t, qx, qy, qz, qw = (float(rec[c]) for c in cols)
-        except (TypeError, ValueError):
-            raise DatasetError(f"{path} line {line}: a value is missing or not a number") from None
-        out[round(t, 6)] = math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
-    return out
+        table = read_poses_csv(path, allow_empty=True)
+    except LayoutFileError as e:
+        raise DatasetError(str(e)) from e
+    yaws = np.asarray(quaternion_yaw(table.quaternions), np.float64).reshape(-1)
+    return dict(zip((round(t, 6) for t in table.timestamps.tolist()), yaws.tolist(), strict=True))
 
 
-def _read_split(path: Path) -> list[tuple[str, float, float, float, str, str]]:
-    """Rows of one ``split.csv`` (sequence, timestamp, x, y, source, split), validated."""
+def _read_split(path: Path) -> list[SplitRow]:
+    """Rows of one ``split.csv`` (:func:`hotformerloc.io.splits.read_split_csv`)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read: {e}") from e
-    reader = csv.DictReader(text.splitlines())
-    header = reader.fieldnames or []
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise DatasetError(
-            f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)!r})"
-        )
-    rows = []
-    for line, rec in enumerate(reader, start=2):
-        if any(rec.get(c) is None for c in COLUMNS):
-            raise DatasetError(f"{path} line {line}: too few fields")
-        numbers = []
-        for c in ("timestamp", "x", "y"):
-            try:
-                v = float(rec[c])
-            except ValueError:
-                raise DatasetError(f"{path} line {line}: {c} {rec[c]!r} is not a number") from None
-            if not math.isfinite(v):
-                raise DatasetError(f"{path} line {line}: {c} {rec[c]!r} is not finite")
-            numbers.append(v)
-        seq, source, split = rec["sequence"], rec["source"], rec["split"]
-        if not seq or "/" in seq or "\\" in seq:
-            raise DatasetError(f"{path} line {line}: invalid sequence name {seq!r}")
-        if source not in SOURCES:
-            raise DatasetError(f"{path} line {line}: source {source!r} is not one of {SOURCES}")
-        if split not in SPLITS:
-            raise DatasetError(f"{path} line {line}: split {split!r} is not one of {SPLITS}")
-        rows.append((seq, numbers[0], numbers[1], numbers[2], source, split))
-    return rows
+        return read_split_csv(path)
+    except LayoutFileError as e:
+        raise DatasetError(str(e)) from e
 
 
 def _as_set(value: str | Iterable[str]) -> list[str]:
@@ -170,12 +135,6 @@ class Benchmark:
             if not rows:
                 continue
             rows.sort(key=lambda r: (r[0], r[1]))
-            for a, b in itertools.pairwise(rows):
-                if a[:2] == b[:2]:
-                    raise DatasetError(
-                        f"{root / w / SPLIT_FILE}: duplicate row for sequence {a[0]!r}, "
-                        f"timestamp {a[1]:.6f}"
-                    )
             cols["world"] += [w] * len(rows)
             for c, values in zip(COLUMNS, zip(*rows, strict=True), strict=True):
                 cols[c] += values
@@ -265,7 +224,7 @@ class Benchmark:
         out = np.empty(len(idx), np.float64)
         tables: dict[Path, dict[float, float]] = {}
         for j, i in enumerate(idx.tolist()):
-            path = self.root / str(self.world[i]) / str(self.sequence[i]) / "poses.csv"
+            path = self.root / str(self.world[i]) / str(self.sequence[i]) / POSES_FILE
             if path not in tables:
                 tables[path] = _read_headings(path)
             key = round(float(self.timestamp[i]), 6)

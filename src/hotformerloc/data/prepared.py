@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from hotformerloc.data.benchmark import SOURCES, SPLITS, Benchmark, DatasetError
+from hotformerloc.data.benchmark import Benchmark, DatasetError
 from hotformerloc.data.tuples import Tuples
 from hotformerloc.io import PointCloudError, read_pointcloud, sha256_file
+from hotformerloc.io.splits import SOURCES, SPLITS
 
 __all__ = [
     "CLOUD_FORMATS",

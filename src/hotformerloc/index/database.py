@@ -116,30 +116,32 @@ def _fault_point(step: str) -> None:
 class ModelInfo:
     """The model that computed a database's descriptors.
 
-    ``name``: registered model name; ``weights_sha256``: digest of the weights
-    (:func:`hotformerloc.model.checkpoint.tensors_digest`); ``spec``: what loads it again (the
+    ``name``: registered model name; ``tensors_sha256``: digest of the loaded weights'
+    tensors (:func:`hotformerloc.model.checkpoint.tensors_digest`: the same for any file
+    that holds those tensors; not the file's SHA-256, which ``embed.json`` and the model
+    registry quote as ``weights_sha256``); ``spec``: what loads it again (the
     registered name, or the absolute checkpoint path); ``data_scale``: the model config's
     ``input_scale`` (metric clouds are multiplied by it first; ``None``: fed as read).
     """
 
     name: str
-    weights_sha256: str
+    tensors_sha256: str
     spec: str
     data_scale: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "weights_sha256": self.weights_sha256,
+            "tensors_sha256": self.tensors_sha256,
             "spec": self.spec,
             "data_scale": self.data_scale,
         }
 
     def same_model(self, other: ModelInfo) -> bool:
         """Same name, weights and data scale (``spec``, the location, may differ)."""
-        return (self.name, self.weights_sha256, self.data_scale) == (
+        return (self.name, self.tensors_sha256, self.data_scale) == (
             other.name,
-            other.weights_sha256,
+            other.tensors_sha256,
             other.data_scale,
         )
 
@@ -507,7 +509,8 @@ def _model_of(m: dict[str, Any]) -> ModelInfo:
     scale = d["data_scale"]
     return ModelInfo(
         str(d["name"]),
-        str(d["weights_sha256"]),
+        # "weights_sha256": the same digest, as databases written before this name called it
+        str(d["tensors_sha256"] if "tensors_sha256" in d else d["weights_sha256"]),
         str(d["spec"]),
         None if scale is None else float(scale),
     )
@@ -812,7 +815,7 @@ def check_model(root: Path, built: ModelInfo, given: ModelInfo) -> None:
     """Raise :class:`ModelMismatchError` (naming the database) unless ``given`` is ``built``."""
     if not built.same_model(given):
         raise ModelMismatchError(
-            f"{root}: built with model {built.name} (weights {built.weights_sha256[:12]}, "
+            f"{root}: built with model {built.name} (weights {built.tensors_sha256[:12]}, "
             f"data scale {built.data_scale}), not {given.name} (weights "
-            f"{given.weights_sha256[:12]}, data scale {given.data_scale})"
+            f"{given.tensors_sha256[:12]}, data scale {given.data_scale})"
         )

@@ -13,7 +13,6 @@ torch is imported on first use, so importing this module stays light.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -31,18 +30,15 @@ from hotformerloc.index.database import (
     PlaceDatabase,
 )
 from hotformerloc.index.search import SearchFilter
-from hotformerloc.io import FORMATS, read_pointcloud
-from hotformerloc.io._pcd import quaternion_to_matrix
+from hotformerloc.io import FORMATS, LayoutFileError, read_pointcloud
 from hotformerloc.io.pointcloud import SOURCES
-from hotformerloc.io.poses import POSE_COLUMNS
+from hotformerloc.io.poses import POSES_FILE
+from hotformerloc.io.poses import read_poses_csv as read_pose_table
+from hotformerloc.io.splits import SPLIT_FILE
 
 if TYPE_CHECKING:
     from hotformerloc.index.rerank import RerankConfig, Verification
 
-POSES_FILE = "poses.csv"
-#: A benchmark world folder holds this file (:mod:`hotformerloc.data.benchmark`, imported
-#: lazily: ``hotformerloc.data`` imports torch).
-SPLIT_FILE = "split.csv"
 #: Seed of the weights of an untrained registered model (reproducible across processes).
 UNTRAINED_SEED = 0
 
@@ -122,7 +118,7 @@ def load_embedder(spec: str | Path, device: str = "cpu") -> Embedder:
         model, ck = load_model(spec)
     info = ModelInfo(
         name=str(spec) if ck is None else ck.model,
-        weights_sha256=tensors_digest(model.state_dict()),
+        tensors_sha256=tensors_digest(model.state_dict()),
         spec=str(spec) if registered else str(Path(spec).resolve()),
         data_scale=model.config.input_scale,
     )
@@ -136,38 +132,22 @@ def _ts_key(ts: float) -> int:
 
 
 def read_poses_csv(path: Path) -> dict[int, np.ndarray]:
-    """``timestamp,x,y,z,qx,qy,qz,qw`` rows -> {timestamp in us: (4, 4) float64 pose}.
+    """``timestamp,x,y,z,qx,qy,qz,qw`` rows -> {timestamp in us: (4, 4) float64 pose}
+    (:func:`hotformerloc.io.poses.read_poses_csv`; a file without rows gives ``{}``).
 
     Raises:
         DataFolderError: unreadable file, missing column, bad number, zero quaternion or
-            duplicate timestamp (names the file and line).
+            duplicate timestamp (names the file).
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataFolderError(f"{path}: cannot read: {e}") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in POSE_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataFolderError(f"{path}: missing column(s) {', '.join(missing)}")
+        table = read_pose_table(path, allow_empty=True)
+    except LayoutFileError as e:
+        raise DataFolderError(str(e)) from None
     poses: dict[int, np.ndarray] = {}
-    for line, row in enumerate(reader, start=2):
-        try:
-            v = [float(row[c]) for c in POSE_COLUMNS]
-        except (TypeError, ValueError):
-            raise DataFolderError(f"{path} line {line}: expected 8 numbers") from None
-        if not all(math.isfinite(x) for x in v):
-            raise DataFolderError(f"{path} line {line}: non-finite value")
-        ts, x, y, z, qx, qy, qz, qw = v
-        pose = np.eye(4)
-        try:
-            pose[:3, :3] = quaternion_to_matrix(np.array([qw, qx, qy, qz]))
-        except ValueError as e:
-            raise DataFolderError(f"{path} line {line}: {e}") from None
-        pose[:3, 3] = (x, y, z)
+    for ts, pose in zip(table.timestamps.tolist(), table.poses, strict=True):
         key = _ts_key(ts)
         if key in poses:
-            raise DataFolderError(f"{path} line {line}: duplicate timestamp {ts:.6f}")
+            raise DataFolderError(f"{path}: duplicate timestamp {ts:.6f}")
         poses[key] = pose
     return poses
 

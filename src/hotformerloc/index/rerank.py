@@ -38,6 +38,7 @@ from hotformerloc.config import require
 from hotformerloc.errors import HotformerlocError
 from hotformerloc.eval.metrics import Ranking
 from hotformerloc.eval.protocols import Retriever
+from hotformerloc.io.poses import rotation_yaw
 from hotformerloc.submaps import voxel_downsample
 
 __all__ = [
@@ -224,7 +225,7 @@ class PreparedCloud:
 def yaw_of(pose: np.ndarray) -> float:
     """Yaw (degrees, in (-180, 180]) of a (4, 4) or (3, 3) rotation: the heading of the
     rotated +x axis in the xy plane."""
-    yaw = math.degrees(math.atan2(float(pose[1, 0]), float(pose[0, 0])))
+    yaw = math.degrees(float(rotation_yaw(np.asarray(pose)[:3, :3])))
     return 180.0 if yaw <= -180.0 else yaw
 
 

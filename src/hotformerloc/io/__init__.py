@@ -1,5 +1,10 @@
 """Point-cloud I/O: the :class:`PointCloud` type, file readers/writers, atomic writes.
 
+The tables of the benchmark layout have their own public modules: :mod:`hotformerloc.io.poses`
+(pose geometry, quaternions scalar last, ``poses.csv``) and :mod:`hotformerloc.io.splits`
+(``split.csv``, ``test_regions.json``, :func:`~hotformerloc.io.splits.assign_splits`); both
+raise :class:`LayoutFileError`.
+
 See ``docs/io.md`` for the contract, the formats table and examples.
 """
 
@@ -9,13 +14,21 @@ from hotformerloc.io.atomic import (
     atomic_write_text,
     sha256_file,
 )
-from hotformerloc.io.errors import PointCloudError
-from hotformerloc.io.formats import FORMATS, FormatSpec, read_pointcloud, write_pointcloud
+from hotformerloc.io.errors import LayoutFileError, PointCloudError
+from hotformerloc.io.formats import (
+    FORMATS,
+    LAS_SCALE,
+    FormatSpec,
+    read_pointcloud,
+    write_pointcloud,
+)
 from hotformerloc.io.pointcloud import PointCloud, Source
 
 __all__ = [
     "FORMATS",
+    "LAS_SCALE",
     "FormatSpec",
+    "LayoutFileError",
     "PointCloud",
     "PointCloudError",
     "Source",

@@ -1,5 +1,8 @@
 """PCD (Point Cloud Library) files through ``pypcd4``, with VIEWPOINT <-> pose (internal).
 
+The quaternion maths is :mod:`hotformerloc.io.poses` (scalar last); VIEWPOINT is scalar
+first (``tx ty tz qw qx qy qz``) and is reordered here.
+
 The header is checked here first (clear errors for corrupt headers and truncated data);
 ``pypcd4`` then decodes the data section (ascii, binary, binary_compressed/LZF).
 """
@@ -20,6 +23,7 @@ from hotformerloc.io._common import describe, make_cloud
 from hotformerloc.io.atomic import atomic_write
 from hotformerloc.io.errors import PointCloudError
 from hotformerloc.io.pointcloud import PointCloud
+from hotformerloc.io.poses import quaternion_to_rotation, rotation_to_quaternion
 
 PcdCompression = Literal["ascii", "binary", "binary_compressed"]
 PCD_COMPRESSIONS: tuple[str, ...] = ("ascii", "binary", "binary_compressed")
@@ -139,57 +143,24 @@ def _check_data_size(path: Path, f: BinaryIO, header: _Header) -> None:
             )
 
 
-def quaternion_to_matrix(q: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Rotation matrix of the quaternion ``(w, x, y, z)`` (normalised first)."""
-    norm = float(np.linalg.norm(q))
-    if not np.isfinite(norm) or norm < 1e-12:
-        raise ValueError(f"quaternion {q.tolist()} has no direction")
-    w, x, y, z = q / norm
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def matrix_to_quaternion(r: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Unit quaternion ``(w, x, y, z)``, ``w >= 0``, of a rotation matrix (Shepperd's method)."""
-    trace = r[0, 0] + r[1, 1] + r[2, 2]
-    if trace > 0:
-        s = 2.0 * np.sqrt(trace + 1.0)
-        q = [s / 4, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
-        q = [(r[2, 1] - r[1, 2]) / s, s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
-    elif r[1, 1] > r[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
-        q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
-        q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4]
-    quat = np.array(q, dtype=np.float64)
-    quat /= np.linalg.norm(quat)
-    return -quat if quat[0] < 0 else quat
-
-
 def _viewpoint_to_pose(path: Path, viewpoint: tuple[float, ...]) -> NDArray[np.float64] | None:
     if viewpoint == _IDENTITY_VIEWPOINT:
         return None
     pose = np.eye(4)
     pose[:3, 3] = viewpoint[:3]
+    qw, qx, qy, qz = viewpoint[3:]  # VIEWPOINT is scalar first; our quaternions scalar last
     try:
-        pose[:3, :3] = quaternion_to_matrix(np.array(viewpoint[3:]))
+        pose[:3, :3] = quaternion_to_rotation((qx, qy, qz, qw))
     except ValueError as e:
-        raise _corrupt(path, f"VIEWPOINT {e}") from e
+        raise _corrupt(path, f"VIEWPOINT quaternion {list(viewpoint[3:])} has no direction") from e
     return pose
 
 
 def _pose_to_viewpoint(pose: NDArray[np.float64] | None) -> tuple[float, ...]:
     if pose is None:
         return _IDENTITY_VIEWPOINT
-    return tuple(float(v) for v in (*pose[:3, 3], *matrix_to_quaternion(pose[:3, :3])))
+    qx, qy, qz, qw = rotation_to_quaternion(pose[:3, :3])
+    return tuple(float(v) for v in (*pose[:3, 3], qw, qx, qy, qz))  # VIEWPOINT: scalar first
 
 
 def read_pcd(path: Path) -> PointCloud:

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hotformerloc.io._common import describe
+from hotformerloc.io._las import LAS_SCALE as LAS_SCALE  # re-exported: the LAS grid (m)
 from hotformerloc.io._las import read_las, write_las
 from hotformerloc.io._numpy_formats import (
     read_kitti,

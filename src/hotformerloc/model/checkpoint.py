@@ -24,6 +24,7 @@ from torch import nn
 
 from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import atomic_write_bytes
+from hotformerloc.submaps import METRIC_SCALE
 
 if TYPE_CHECKING:
     from hotformerloc.model.network import HOTFormerLoc
@@ -132,7 +133,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 #: The input scale that checkpoints written before the input pipeline moved into the model
 #: config were used with when their metadata did not say (``extra["data_scale"]``).
-LEGACY_DATA_SCALE = 1.0 / 30.0
+LEGACY_DATA_SCALE = METRIC_SCALE
 
 
 def _migrate_config(config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -6,17 +6,15 @@ and impossible values are errors naming the key). Presets live in ``presets/*.ya
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from hotformerloc.config import ConfigError, from_dict, load_yaml, merge, require
+from hotformerloc.config import list_presets, load_config, require
 from hotformerloc.submaps import SubmapConfig
 from hotformerloc.synth.sensors import AerialLidarConfig, GroundLidarConfig
 from hotformerloc.synth.worlds.base import Epoch
-
-PRESETS = ("demo", "small", "large")
 
 
 @dataclass(frozen=True)
@@ -176,28 +174,24 @@ class GeneratorConfig:
         require(len(set(names)) == len(names), "duplicate world names")
 
 
-def preset_dict(name: str) -> dict[str, Any]:
-    """The YAML mapping of a packaged preset."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    text = resources.files("hotformerloc.synth").joinpath(f"presets/{name}.yaml").read_text()
-    import yaml
-
-    return yaml.safe_load(text)
+def generator_presets() -> list[str]:
+    """Names of the packaged generator presets (``synth/presets/*.yaml``)."""
+    return list_presets("hotformerloc.synth")
 
 
 def load_generator_config(
     preset: str | None = None,
-    config: str | Path | None = None,
+    config: str | Path | Sequence[str | Path] | None = None,
     seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> GeneratorConfig:
-    """The preset (``demo`` when neither a preset nor a config file is given) or the built-in
-    defaults, overlaid by the config file, then the seed."""
-    data: dict[str, Any] = (
-        preset_dict("demo" if preset is None else preset) if preset or not config else {}
-    )
-    if config:
-        data = merge(data, load_yaml(config))
+    """The generator config (:func:`hotformerloc.config.load_config`): ``preset`` (a name or
+    a YAML file), then ``config`` (one or several names or files, each merged over the
+    previous), then ``overrides``, then the seed; the ``demo`` preset when neither is given
+    (a lone file is merged over the built-in defaults)."""
+    configs = [config] if isinstance(config, str | Path) else list(config or [])
+    specs = [*([preset] if preset else []), *configs] or ["demo"]
+    data = dict(overrides or {})
     if seed is not None:
         data["seed"] = seed
-    return from_dict(GeneratorConfig, data)
+    return load_config(GeneratorConfig, specs, "hotformerloc.synth", data)

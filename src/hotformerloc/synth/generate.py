@@ -10,6 +10,7 @@ Layout (the CS-Wild-Places layout)::
     <out>/<world>/split.csv                             sequence,timestamp,x,y,source,split
     <out>/manifest.json                                 version, config, seed, SHA-256s
 
+The tables' formats are :mod:`hotformerloc.io.poses` and :mod:`hotformerloc.io.splits`.
 Ground sequences are named ``ground_*`` and the aerial one ``aerial``. ``split`` is
 ``test`` (inside a test region: ground queries / aerial database only), ``buffer``
 (within ``split.buffer`` m of a test query) or ``train``.
@@ -45,7 +46,14 @@ from hotformerloc.io.atomic import (
     remove_stale_temporaries,
     sha256_file,
 )
-from hotformerloc.io.poses import csv_text, poses_csv_text
+from hotformerloc.io.poses import POSES_FILE, write_poses_csv
+from hotformerloc.io.splits import (
+    REGIONS_FILE,
+    SPLIT_FILE,
+    assign_splits,
+    write_regions_json,
+    write_split_csv,
+)
 from hotformerloc.submaps import process_submap
 from hotformerloc.synth.config import GeneratorConfig, TraversalConfig, WorldConfig
 from hotformerloc.synth.sensors import aerial_survey, ground_scan
@@ -71,27 +79,6 @@ def rot_zyx(yaw: float, pitch: float, roll: float) -> np.ndarray:
     ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
     rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
     return rz @ ry @ rx
-
-
-def quat_from_rot(r: np.ndarray) -> np.ndarray:
-    """Unit quaternion (qx, qy, qz, qw), qw >= 0, of a rotation matrix."""
-    m = np.asarray(r, np.float64)
-    tr = np.trace(m)
-    if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        v = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        v = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        v = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
-    else:
-        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        v = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
-    q = np.asarray(v, np.float64)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
 
 
 def _pose(rot: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -368,24 +355,6 @@ def make_test_regions(cfg: GeneratorConfig, world: World) -> list[list[list[floa
     ]
 
 
-def assign_splits(
-    xy: np.ndarray, is_ground: np.ndarray, regions: list[list[list[float]]], buffer: float
-) -> np.ndarray:
-    """'test' inside a region, 'buffer' within ``buffer`` m of a ground test submap, else
-    'train' (array of str)."""
-    inside = np.zeros(len(xy), bool)
-    for poly in regions:
-        p = np.asarray(poly)
-        lo, hi = p.min(0), p.max(0)
-        inside |= np.all((xy >= lo) & (xy <= hi), axis=1)
-    split = np.where(inside, "test", "train").astype(object)
-    queries = xy[inside & is_ground]
-    if len(queries) and buffer > 0:
-        d, _ = cKDTree(queries).query(xy, k=1)
-        split[(~inside) & (d <= buffer)] = "buffer"
-    return split.astype(str)
-
-
 def overlap_report(
     folder: Path,
     plans: list[SubmapPlan],
@@ -595,36 +564,31 @@ def generate(
         for name in sorted({p.sequence for p in plans}):
             sp = [p for p in kept if p.sequence == name]
             (out / wcfg.name / name / "clouds").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(
-                out / wcfg.name / name / "poses.csv",
-                poses_csv_text(
-                    (p.timestamp, tuple(p.pose[:3, 3]), tuple(quat_from_rot(p.pose[:3, :3])))
-                    for p in sp
-                ),
+            write_poses_csv(
+                out / wcfg.name / name / POSES_FILE,
+                [p.timestamp for p in sp],
+                [p.pose for p in sp],
             )
         xy = np.array([p.pose[:2, 3] for p in kept]).reshape(-1, 2)
         seq = np.array([p.sequence for p in kept])
         is_ground = np.array([p.traversal >= 0 for p in kept], bool)
         regions = make_test_regions(cfg, world)
-        split = assign_splits(xy, is_ground, regions, cfg.split.buffer)
-        atomic_write_text(
-            out / wcfg.name / "test_regions.json",
-            json.dumps({"regions": regions, "buffer": cfg.split.buffer}, indent=1) + "\n",
-        )
-        rows = [
-            [
-                p.sequence,
-                f"{p.timestamp:.6f}",
-                f"{p.pose[0, 3]:.3f}",
-                f"{p.pose[1, 3]:.3f}",
-                "ground" if p.traversal >= 0 else "aerial",
-                s,
-            ]
-            for p, s in zip(kept, split, strict=True)
-        ]
-        atomic_write_text(
-            out / wcfg.name / "split.csv",
-            csv_text(["sequence", "timestamp", "x", "y", "source", "split"], rows),
+        # the regions are axis-aligned squares: "box" is the closed square
+        split = assign_splits(xy, is_ground, regions, cfg.split.buffer, shape="box")
+        write_regions_json(out / wcfg.name / REGIONS_FILE, regions, cfg.split.buffer)
+        write_split_csv(
+            out / wcfg.name / SPLIT_FILE,
+            (
+                (
+                    p.sequence,
+                    p.timestamp,
+                    p.pose[0, 3],
+                    p.pose[1, 3],
+                    "ground" if p.traversal >= 0 else "aerial",
+                    s,
+                )
+                for p, s in zip(kept, split, strict=True)
+            ),
         )
         c: dict[str, int] = {}
         for p, s in zip(kept, split, strict=True):

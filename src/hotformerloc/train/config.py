@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from hotformerloc.config import ConfigError, from_dict, load_yaml, merge, require
+from hotformerloc.config import ConfigError, list_presets, load_config, require
 from hotformerloc.data.augment import AugmentConfig
 
 
@@ -154,31 +154,22 @@ class TrainConfig:
         return self.gamma ** sum(after >= m for m in self.milestones)
 
 
-PRESETS = Path(__file__).parent / "presets"
-
-
 def train_presets() -> list[str]:
-    """Names of the packaged training configs (``demo`` and the paper settings)."""
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    """Names of the packaged training configs (``demo``, ``pretrain`` and the paper
+    settings, ``train/presets/*.yaml``)."""
+    return list_presets("hotformerloc.train")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a training config: a preset name (:func:`train_presets`) or a YAML file, plus
-    ``overrides``. A relative ``data.root`` that does not exist from the working directory
-    is resolved against the file's folder.
+    ``overrides`` (:func:`hotformerloc.config.load_config`). A relative ``data.root`` that
+    does not exist from the working directory is resolved against the file's folder.
 
     Raises:
         ConfigError: unknown preset or file, bad YAML, unknown key or invalid value.
     """
+    cfg = load_config(TrainConfig, [path], "hotformerloc.train", overrides)
     p = Path(path)
-    if not p.suffix and not p.exists():
-        if str(path) not in train_presets():
-            raise ConfigError(
-                f"{path}: neither a config file nor a preset ({', '.join(train_presets())})"
-            )
-        p = PRESETS / f"{path}.yaml"
-    raw = merge(load_yaml(p), overrides or {})
-    cfg = from_dict(TrainConfig, raw)
 
     def resolve(root: str) -> str:
         r = Path(root)

@@ -20,7 +20,6 @@ from typing import Any, Literal
 import numpy as np
 
 from hotformerloc import __version__
-from hotformerloc.data.benchmark import SOURCES, SPLITS
 from hotformerloc.data.prepared import (
     CLOUD_FORMATS,
     EVALUATION_FILE,
@@ -37,6 +36,7 @@ from hotformerloc.data.tuples import Tuples
 from hotformerloc.errors import HotformerlocError
 from hotformerloc.io import PointCloudError, read_pointcloud
 from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
+from hotformerloc.io.splits import SOURCES, SPLITS
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")

@@ -61,13 +61,14 @@ from hotformerloc.data.prepared import EvalLocationSpec, EvalRunSpec, Evaluation
 from hotformerloc.data.tuples import build_tuples
 from hotformerloc.io import PointCloud, PointCloudError, read_pointcloud
 from hotformerloc.io.poses import POSE_COLUMNS
+from hotformerloc.submaps import METRIC_SCALE
 
 SUBSETS = {"baseline": ("karawatha", "venman"), "unseen": ("qcat", "samford")}
 GROUPS = {"baseline": "Baseline", "unseen": "Unseen"}
 FOREST_NAMES = {"karawatha": "Karawatha", "venman": "Venman", "qcat": "QCAT", "samford": "Samford"}
 #: Forests whose test region is the whole area (every ground submap is a query).
 WHOLE_AREA = ("qcat", "samford")
-VARIANTS = {"normalised": 1.0, "metric": 1.0 / 30.0}
+VARIANTS = {"normalised": 1.0, "metric": METRIC_SCALE}
 CLOUDS, POSES = "clouds", "poses.csv"
 POS_RADIUS, NEG_RADIUS, THRESHOLD, BUFFER = 15.0, 60.0, 30.0, 30.0
 #: A normalised cloud lies in [-1, 1]; this slack absorbs float32 rounding.

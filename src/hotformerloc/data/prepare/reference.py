@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from hotformerloc.data.neighbours import true_neighbours
 from hotformerloc.data.prepare.common import Findings, PathIndex, PrepareError
 from hotformerloc.data.prepared import EvalRunSpec
 from hotformerloc.data.tuples import Tuples
-from hotformerloc.eval.metrics import true_neighbours
 from hotformerloc.io.pickles import PickledObject, PickleError, load_plain_pickle
 
 RECORDS = ("TrainingTuple",)

@@ -61,6 +61,7 @@ from hotformerloc.data.prepare.regions import RegionsFile, load_regions
 from hotformerloc.data.prepared import EvalLocationSpec, EvalRunSpec, EvaluationSpec
 from hotformerloc.data.tuples import build_tuples
 from hotformerloc.io.poses import POSE_COLUMNS
+from hotformerloc.submaps import METRIC_SCALE
 
 FORESTS = {"venman": "Venman", "karawatha": "Karawatha"}
 SEQUENCES = {
@@ -73,7 +74,7 @@ CLOUD_FOLDERS = ("Clouds_downsampled", "Clouds")
 POSES, POSES_FIXED = "poses_aligned.csv", "poses_aligned_fixed.csv"
 POS_RADIUS, NEG_RADIUS, THRESHOLD = 3.0, 50.0, 3.0
 #: Submaps of about 30 m radius: 1/30 maps them roughly into [-1, 1].
-SCALE = 1.0 / 30.0
+SCALE = METRIC_SCALE
 PICKLES = {
     "train": ("training_wild-places.pickle",),
     **{

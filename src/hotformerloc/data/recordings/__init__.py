@@ -12,10 +12,8 @@ See ``docs/own-data.md`` (the ``sequence`` layout) and ``docs/datasets/kitti.md`
 from hotformerloc.data.recordings.build import (
     SubmapRecord,
     aerial_grid,
-    assign_splits,
     check_recordings,
     plan_centres,
-    points_in_polygon,
     prepare_recordings,
     read_regions,
     trajectory_coordinate,
@@ -39,6 +37,7 @@ from hotformerloc.data.recordings.layouts import (
     kitti_lidar_poses,
     match_poses,
 )
+from hotformerloc.io.splits import assign_splits, points_in_polygon
 
 __all__ = [
     "LAYOUTS",

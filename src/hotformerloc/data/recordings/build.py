@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from hotformerloc import __version__
 from hotformerloc.config import to_dict
-from hotformerloc.data.benchmark import COLUMNS, SPLIT_FILE, cloud_relpath
+from hotformerloc.data.benchmark import cloud_relpath
 from hotformerloc.data.recordings.config import AerialConfig, RecordingConfig, TrajectoryConfig
 from hotformerloc.data.recordings.layouts import (
     LAYOUTS,
@@ -37,17 +37,30 @@ from hotformerloc.data.recordings.layouts import (
     Report,
     discover,
 )
-from hotformerloc.io import PointCloud, PointCloudError, Source, read_pointcloud, write_pointcloud
-from hotformerloc.io._pcd import matrix_to_quaternion
+from hotformerloc.io import (
+    LayoutFileError,
+    PointCloud,
+    PointCloudError,
+    Source,
+    read_pointcloud,
+    write_pointcloud,
+)
 from hotformerloc.io.atomic import atomic_write_text, sha256_file
-from hotformerloc.io.poses import csv_text, poses_csv_text
+from hotformerloc.io.poses import POSES_FILE, write_poses_csv
+from hotformerloc.io.splits import (
+    REGIONS_FILE,
+    SPLIT_FILE,
+    assign_splits,
+    read_regions_json,
+    write_regions_json,
+    write_split_csv,
+)
 from hotformerloc.submaps import SubmapConfig, process_submap, voxel_downsample
 
 #: (stage, done, total) progress callback, as in :mod:`hotformerloc.synth.generate`.
 Progress = Callable[[str, int, int], None]
 
 MANIFEST = "manifest.json"
-REGIONS_FILE = "test_regions.json"
 #: Slack on spacing/window comparisons (m, s or scans): float noise of arc lengths and of
 #: large epoch timestamps (~2e-7 s at 1.6e9 s).
 EPS = 1e-6
@@ -120,62 +133,19 @@ def aerial_grid(xy_min: np.ndarray, xy_max: np.ndarray, radius: float, grid: flo
 # --------------------------------------------------------------------------- splits
 
 
-def points_in_polygon(xy: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """(N,) bool: ``xy`` (N, 2) inside the simple polygon (V, 2) (even-odd rule; the
-    closing vertex may be repeated or not; points on an edge may fall either way)."""
-    p = np.asarray(polygon, np.float64)
-    q = np.roll(p, -1, axis=0)
-    x, y = xy[:, :1], xy[:, 1:2]
-    crosses = (p[:, 1] > y) != (q[:, 1] > y)
-    dy = np.where(q[:, 1] == p[:, 1], 1.0, q[:, 1] - p[:, 1])
-    x_at = p[:, 0] + (y - p[:, 1]) * (q[:, 0] - p[:, 0]) / dy
-    return (np.sum(crosses & (x < x_at), axis=1) % 2) == 1
-
-
-def assign_splits(
-    xy: np.ndarray, is_ground: np.ndarray, regions: list[np.ndarray], buffer: float
-) -> np.ndarray:
-    """(N,) str splits: ``test`` inside a region polygon, ``buffer`` outside them but
-    within ``buffer`` m of a ground ``test`` submap, else ``train``."""
-    inside = np.zeros(len(xy), bool)
-    for poly in regions:
-        inside |= points_in_polygon(xy, poly)
-    split = np.where(inside, "test", "train").astype(object)
-    queries = xy[inside & is_ground]
-    if len(queries) and buffer > 0:
-        d, _ = cKDTree(queries).query(xy, k=1)
-        split[~inside & (d <= buffer)] = "buffer"
-    return split.astype(str)
-
-
 def read_regions(path: Path) -> list[np.ndarray]:
     """Test polygons of a JSON file ``{"regions": [[[x, y], ...], ...]}`` (other keys
-    ignored), each (V >= 3, 2) float64 in map xy.
+    ignored; :func:`hotformerloc.io.splits.read_regions_json`), each (V >= 3, 2) float64
+    in map xy.
 
     Raises:
         RecordingError: missing or unreadable file, bad JSON, bad polygons (names the file
             and the polygon).
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecordingError(f"{path}: cannot read test regions ({e})") from e
-    except ValueError as e:
-        raise RecordingError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("regions"), list):
-        raise RecordingError(f'{path}: expected {{"regions": [[[x, y], ...], ...]}}')
-    out = []
-    for i, poly in enumerate(data["regions"]):
-        try:
-            p = np.asarray(poly, np.float64)
-        except (TypeError, ValueError):
-            p = np.zeros((0,))
-        if p.ndim != 2 or p.shape[1] != 2 or len(p) < 3 or not np.isfinite(p).all():
-            raise RecordingError(
-                f"{path}: region {i} must be a list of >= 3 finite [x, y] vertices"
-            )
-        out.append(p)
-    return out
+        return list(read_regions_json(path).regions)
+    except LayoutFileError as e:
+        raise RecordingError(str(e)) from e
 
 
 # --------------------------------------------------------------------------- submaps
@@ -312,12 +282,6 @@ def aerial_submaps(
 # --------------------------------------------------------------------------- outputs
 
 
-def _xyzw(rotation: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) of a 3x3 rotation."""
-    w, x, y, z = matrix_to_quaternion(rotation)
-    return np.array([x, y, z, w])
-
-
 def _protocol(layout: str, cfg: RecordingConfig, sources: set[str], grounds: int) -> dict:
     loop = {
         "name": "loop_closure",
@@ -390,20 +354,18 @@ def _build(
     base = folder / world
     for seq in seqs:
         mine = [r for r in recs if r.sequence == seq.name]
-        atomic_write_text(
-            base / seq.name / "poses.csv",
-            poses_csv_text(
-                (r.timestamp, tuple(r.pose[:3, 3]), tuple(_xyzw(r.pose[:3, :3]))) for r in mine
-            ),
+        write_poses_csv(
+            base / seq.name / POSES_FILE, [r.timestamp for r in mine], [r.pose for r in mine]
         )
-    rows = [
-        [r.sequence, f"{r.timestamp:.6f}", f"{x:.3f}", f"{y:.3f}", r.source, s]
-        for r, (x, y), s in zip(recs, xy, split, strict=True)
-    ]
-    atomic_write_text(base / SPLIT_FILE, csv_text(COLUMNS, rows))
+    write_split_csv(
+        base / SPLIT_FILE,
+        (
+            (r.sequence, r.timestamp, x, y, r.source, s)
+            for r, (x, y), s in zip(recs, xy, split, strict=True)
+        ),
+    )
     if regions:
-        blob = {"regions": [p.tolist() for p in regions], "buffer": cfg.split.buffer}
-        atomic_write_text(base / REGIONS_FILE, json.dumps(blob, indent=1) + "\n")
+        write_regions_json(base / REGIONS_FILE, regions, cfg.split.buffer)
     per_seq: dict[str, dict[str, object]] = {}
     totals: dict[str, int] = {}
     for seq in seqs:

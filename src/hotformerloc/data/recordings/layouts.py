@@ -13,7 +13,6 @@ velodyne frame of scan 0 (the map frame, z up) is ``inv(Tr) @ P_i @ Tr``.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,15 +24,15 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from hotformerloc.data.recordings.config import RecordingConfig
 from hotformerloc.errors import HotformerlocError
-from hotformerloc.io import FORMATS, PointCloudError, Source, read_pointcloud
+from hotformerloc.io import FORMATS, LayoutFileError, PointCloudError, Source, read_pointcloud
 from hotformerloc.io.pointcloud import check_rigid
-from hotformerloc.io.poses import POSE_COLUMNS
+from hotformerloc.io.poses import POSES_FILE
+from hotformerloc.io.poses import read_poses_csv as read_pose_table
 
 Severity = Literal["error", "warning", "info"]
 Finding = tuple[str, str]
 
 LAYOUTS = ("sequence", "kitti")
-POSES_FILE = "poses.csv"
 TIMES_FILE = "times.txt"
 SOURCE_FILE = "source.txt"
 MAP_STEM = "map"
@@ -162,64 +161,23 @@ def check_clouds(
 
 
 def read_poses_csv(path: Path, report: Report) -> tuple[np.ndarray, np.ndarray] | None:
-    """(timestamps (M,) ascending, poses (M, 4, 4)) from a ``poses.csv`` (columns
-    timestamp,x,y,z,qx,qy,qz,qw, others ignored; quaternions normalised), or None after
-    reporting the problems."""
-    text = _read_text(path, report)
-    if text is None:
+    """(timestamps (M,) ascending, poses (M, 4, 4)) from a ``poses.csv``
+    (:func:`hotformerloc.io.poses.read_poses_csv`: columns timestamp,x,y,z,qx,qy,qz,qw,
+    others ignored; quaternions normalised), or None after reporting the problem. A
+    quaternion whose norm is off 1 by more than :data:`QUATERNION_TOL` is a warning."""
+    try:
+        table = read_pose_table(path)
+    except LayoutFileError as e:
+        report.error(str(e))
         return None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in reader.fieldnames or []]
-    reader.fieldnames = header
-    missing = [c for c in POSE_COLUMNS if c not in header]
-    if missing:
-        report.error(
-            f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)!r}; "
-            f"expected {','.join(POSE_COLUMNS)})"
-        )
-        return None
-    rows, bad = [], []
-    for line, rec in enumerate(reader, start=2):
-        try:
-            values = [float(rec.get(c) or "nan") for c in POSE_COLUMNS]
-        except ValueError:
-            bad.append(f"line {line}")
-            continue
-        if not all(math.isfinite(v) for v in values):
-            bad.append(f"line {line}")
-            continue
-        rows.append(values)
-    if bad:
-        report.error(f"{path}: missing, unparsable or non-finite numbers on {_listed(bad)}")
-        return None
-    if not rows:
-        report.error(f"{path}: no pose rows")
-        return None
-    data = np.asarray(rows, np.float64)
-    order = np.argsort(data[:, 0], kind="stable")
-    data = data[order]
-    dup = np.flatnonzero(np.diff(data[:, 0]) == 0)
-    if len(dup):
-        report.error(
-            f"{path}: duplicate timestamp(s) {_listed([f'{float(data[i, 0])!r}' for i in dup])}"
-        )
-        return None
-    norms = np.linalg.norm(data[:, 4:8], axis=1)
-    zero = np.flatnonzero(norms < 1e-9)
-    if len(zero):
-        lines = [f"timestamp {float(data[i, 0])!r}" for i in zero]
-        report.error(f"{path}: zero quaternion (no rotation) at {_listed(lines)}")
-        return None
+    norms = np.linalg.norm(table.quaternions, axis=1)
     off = np.flatnonzero(np.abs(norms - 1) > QUATERNION_TOL)
     if len(off):
         report.warning(
             f"{path}: {len(off)} quaternion(s) are not unit (norm {norms[off[0]]:.4f} at "
-            f"timestamp {float(data[off[0], 0])!r}); normalised"
+            f"timestamp {float(table.timestamps[off[0]])!r}); normalised"
         )
-    poses = np.tile(np.eye(4), (len(data), 1, 1))
-    poses[:, :3, :3] = Rotation.from_quat(data[:, 4:8]).as_matrix()
-    poses[:, :3, 3] = data[:, 1:4]
-    return data[:, 0], poses
+    return table.timestamps, table.poses
 
 
 def match_poses(

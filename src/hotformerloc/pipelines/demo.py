@@ -10,7 +10,7 @@ synthetic benchmark, against Scan Context, and as a localiser in an aerial place
    them, for a model trained on co-oriented clouds, ``config.query_views`` > 1; otherwise
    the descriptor averaged over the views), that model with its top ``rerank_top``
    re-ranked by geometric verification (:class:`RerankRetriever`), and Scan Context
-   (:func:`scan_context_config`);
+   (:func:`hotformerloc.pipelines.evaluate.scan_context_config`);
 3. builds a place database of the benchmark's aerial submaps with the model and localises
    ``localize`` ground test scans in their world's aerial map, with re-ranking: the top
    place and the 6-DoF pose it gives, against the ground-truth pose;
@@ -36,10 +36,17 @@ import numpy as np
 
 from hotformerloc.errors import HotformerlocError
 from hotformerloc.io.atomic import atomic_write_text
+from hotformerloc.pipelines.evaluate import (
+    TimedEntry,
+    score_model,
+    score_reranked,
+    score_scan_context,
+)
 
 if TYPE_CHECKING:
     from hotformerloc.data.benchmark import Benchmark
     from hotformerloc.eval.report import MethodEntry
+    from hotformerloc.model.network import HOTFormerLoc
     from hotformerloc.synth.config import GeneratorConfig
 
 __all__ = [
@@ -63,7 +70,6 @@ __all__ = [
     "pose_errors",
     "resolve_model",
     "run_demo",
-    "scan_context_config",
 ]
 
 #: The shipped weights the demo shows (``hotformerloc models --pretrained``).
@@ -305,13 +311,6 @@ def resolve_model(spec: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------- evaluation
-def scan_context_config() -> Any:
-    """The Scan Context setup of the demo (that of ``hotformerloc eval --scancontext``)."""
-    from hotformerloc.baselines import ScanContextConfig
-
-    return ScanContextConfig(max_radius=30.0, height_reference="min")
-
-
 def _noop(stage: str, done: int, total: int) -> None:
     pass
 
@@ -325,7 +324,7 @@ def _model_label(spec: str, name: str) -> str:
 
 def evaluate_demo_methods(
     bench: Benchmark,
-    model: Any,
+    model: HOTFormerLoc,
     label: str,
     yaw_views: int,
     rerank_top: int,
@@ -335,68 +334,27 @@ def evaluate_demo_methods(
     """(report entries, their kinds, seconds per stage): ``model`` (eval mode) with one
     view, with ``yaw_views`` views (query views when ``model.config.query_views`` > 1, else
     averaged), the latter with its top ``rerank_top`` re-ranked, and Scan Context; each
-    scored by :func:`evaluate_retriever` on both protocols."""
-    from hotformerloc.baselines import ScanContextRetriever
-    from hotformerloc.eval.benchmark import evaluate_retriever, model_retriever
-    from hotformerloc.eval.report import MethodEntry
-    from hotformerloc.index.rerank import RerankRetriever
-
-    update = progress or _noop
-    entries: list[MethodEntry] = []
-    kinds: list[str] = []
-    seconds: dict[str, float] = {}
-
-    def timed(key: str, stage: str, fn: Callable[[], Any]) -> Any:
-        update(stage, 0, 1)
-        t0 = time.perf_counter()
-        out = fn()
-        seconds[key] = time.perf_counter() - t0
-        update(stage, 1, 1)
-        return out
-
+    scored on both protocols (:mod:`hotformerloc.pipelines.evaluate`)."""
     co_oriented = model.config.query_views > 1
     kind_of_views = "query views" if co_oriented else "yaw views"
     views = [(1, "model", "embed_s", label)]
     if yaw_views > 1:
-        name = f"{label}, {yaw_views} {kind_of_views}"
-        views.append((yaw_views, "yaw_views", "embed_yaw_s", name))
-    base = None
-    base_label = label
-    for n, kind, key, name in views:
-
-        def embed_and_score(n: int = n) -> tuple[Any, Any]:
-            yaw, query = (1, n) if co_oriented else (n, 1)
-            retr = model_retriever(model, bench, batch_size, 0, yaw, query)
-            return retr, evaluate_retriever(retr, bench)
-
-        retr, res = timed(key, f"embedding ({n} view{'s' * (n > 1)})", embed_and_score)
-        entries.append(MethodEntry(name, res, retr))
-        kinds.append(kind)
-        base, base_label = retr, name
-    if rerank_top > 0:
-        if base is None:  # views always holds the 1-view model
-            raise DemoError("no model retriever to re-rank")
-        rr = RerankRetriever(base, bench.load_cloud, top_k=rerank_top)
-        res = timed(
-            "rerank_s", f"re-ranking the top {rerank_top}", lambda: evaluate_retriever(rr, bench)
+        views.append(
+            (yaw_views, "yaw_views", "embed_yaw_s", f"{label}, {yaw_views} {kind_of_views}")
         )
-        entries.append(MethodEntry(f"{base_label} + re-ranking top {rerank_top}", res, rr))
-        kinds.append("rerank")
-
-    def scan_context() -> tuple[Any, Any]:
-        clouds = []
-        for i in range(len(bench)):
-            clouds.append(bench.load_cloud(i))
-            update("scan context", i + 1, len(bench))
-        sc = ScanContextRetriever.from_clouds(clouds, scan_context_config())
-        return sc, evaluate_retriever(sc, bench)
-
-    t0 = time.perf_counter()
-    sc, res = scan_context()
-    seconds["scancontext_s"] = time.perf_counter() - t0
-    entries.append(MethodEntry("Scan Context", res, sc))
-    kinds.append("scancontext")
-    return entries, kinds, seconds
+    scored: list[tuple[TimedEntry, str, str]] = []
+    for n, kind, key, name in views:
+        yaw, query = (1, n) if co_oriented else (n, 1)
+        scored.append(
+            (score_model(bench, model, name, yaw, query, batch_size, progress), kind, key)
+        )
+    if rerank_top > 0:
+        base = scored[-1][0].entry
+        scored.append((score_reranked(bench, base, rerank_top, progress), "rerank", "rerank_s"))
+    scored.append((score_scan_context(bench, progress), "scancontext", "scancontext_s"))
+    entries = [t.entry for t, _, _ in scored]
+    kinds = [k for _, k, _ in scored]
+    return entries, kinds, {key: t.seconds for t, _, key in scored}
 
 
 # ------------------------------------------------------------------------- localisation

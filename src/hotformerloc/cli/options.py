@@ -1,0 +1,36 @@
+"""Options shared by several commands, defined once: one name, one meaning, one help text.
+
+``tests/test_cli.py`` checks that an option name means the same (type, flag or value,
+repeatable or not) in every command that has it, and that no concept is visible under two
+names. Old spellings stay as hidden aliases for one release (CHANGELOG).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+DEVICE_HELP = "Compute device: auto (CUDA when available), cpu, cuda or cuda:N."
+JSON_HELP = "Print machine-readable JSON on stdout instead of tables."
+SET_HELP = "Override a config key: KEY=VALUE, dotted keys for sections (repeatable)."
+BATCH_SIZE_HELP = "Clouds per forward pass."
+WORKERS_HELP = "Generator worker processes (default: the CPUs, at most 8)."
+RERANK_TOP_HELP = (
+    "Also re-rank each query's top K candidates by geometric verification (0: off; "
+    "docs/reranking.md)."
+)
+
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+#: ``--device`` where the default comes from a config file (``train``).
+ConfigDeviceOpt = Annotated[str | None, typer.Option("--device", help=DEVICE_HELP)]
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help=BATCH_SIZE_HELP)]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help=WORKERS_HELP)]
+RerankTopOpt = Annotated[int | None, typer.Option("--rerank-top", min=0, help=RERANK_TOP_HELP)]
+
+# Old spellings (hidden; removed in the next release).
+OldBatchOpt = Annotated[int | None, typer.Option("--batch", min=1, hidden=True)]
+OldPresetOpt = Annotated[str | None, typer.Option("--preset", hidden=True)]
+OldRerankOpt = Annotated[int | None, typer.Option("--rerank", min=0, hidden=True)]
