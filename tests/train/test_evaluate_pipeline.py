@@ -69,3 +69,28 @@ def test_evaluate_benchmark_refuses(tmp_path: Path, kwargs: dict, message: str) 
     root = write_place_benchmark(tmp_path / "b", places=3)
     with pytest.raises(HotformerlocError, match=message):
         evaluate_benchmark(root, **kwargs)
+
+
+def test_progress_counts_embedded_clouds_and_reranked_rows(tmp_path: Path) -> None:
+    """Long stages report done/total as they go (what the CLI's log lines show): every
+    cloud of every view while embedding, every query row while re-ranking, ending at the
+    total."""
+    from hotformerloc.eval.benchmark import query_rows
+    from hotformerloc.pipelines.evaluate import score_model, score_reranked
+
+    root = write_place_benchmark(tmp_path / "b", places=4)
+    bench = Benchmark.load(root)
+    net, _ = load_model("hotformerloc-tiny")
+    calls: list[tuple[str, int, int]] = []
+    scored = score_model(
+        bench, net.eval(), "m", query_views=3, batch_size=2, progress=lambda *a: calls.append(a)
+    )
+    total = len(bench) + 3 * len(query_rows(bench))
+    done = [d for _, d, _ in calls]
+    assert {t for _, _, t in calls} == {total} and done == sorted(done) and done[-1] == total
+    assert len(calls) > 3  # per batch, not once at the end
+    calls.clear()
+    rr = score_reranked(bench, scored.entry, 2, progress=lambda *a: calls.append(a))
+    done = [d for _, d, _ in calls]
+    assert done == sorted(done) and calls[-1][1] == calls[-1][2]
+    assert rr.entry.retriever.rows_done == calls[-1][2]  # the total is the rows re-ranked

@@ -14,6 +14,7 @@ over the benchmark's global submap indices (a descriptor matrix, Scan Context, .
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,7 @@ def embed_benchmark(
     batch_size: int = 32,
     num_workers: int = 0,
     yaw_views: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(len(indices), D) float32 unit descriptors of ``bench``'s submaps (all by default),
     in eval mode without gradients, on the model's device. Clouds are prepared by the
@@ -137,13 +139,20 @@ def embed_benchmark(
     ``yaw_views`` > 1 embeds each cloud rotated about z by ``360° · v / yaw_views``
     (v = 0 … yaw_views − 1) and returns the L2-normalised mean descriptor: a test-time
     rotation average that trades ``yaw_views``× the time for less yaw sensitivity.
+    ``progress(n)`` is called after each batch with the clouds embedded so far (of
+    ``len(indices) * yaw_views``).
     """
     if not isinstance(yaw_views, int) or yaw_views < 1:
         raise ValueError(f"yaw_views must be an int >= 1, got {yaw_views!r}")
     idx = np.arange(len(bench)) if indices is None else np.asarray(indices, np.int64)
+    count = _Counter(progress)
     total = sum(
         _embed(
-            model, SubmapDataset(bench, idx, yaw_deg=360.0 * v / yaw_views), batch_size, num_workers
+            model,
+            SubmapDataset(bench, idx, yaw_deg=360.0 * v / yaw_views),
+            batch_size,
+            num_workers,
+            count,
         )
         for v in range(yaw_views)
     )
@@ -152,8 +161,25 @@ def embed_benchmark(
     return np.asarray(total, np.float32)
 
 
+class _Counter:
+    """Adds batch sizes and reports the running total to ``progress`` (if any)."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress = progress
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done)
+
+
 def _embed(
-    model: HOTFormerLoc, data: SubmapDataset, batch_size: int, num_workers: int
+    model: HOTFormerLoc,
+    data: SubmapDataset,
+    batch_size: int,
+    num_workers: int,
+    count: _Counter | None = None,
 ) -> np.ndarray:
     """(len(data), D) float32 descriptors, eval mode, no gradients, model's device."""
     device = next(model.parameters()).device
@@ -164,6 +190,8 @@ def _embed(
         for batch in embedding_loader(data, model.config, batch_size, num_workers):
             batch = batch.to(device)
             out.extend(model(o).float().cpu() for o in batch.octrees)
+            if count is not None:
+                count(len(batch.indices))
     model.train(was_training)
     return torch.cat(out).numpy()
 
@@ -181,14 +209,21 @@ def embed_query_views(
     views: int,
     batch_size: int = 32,
     num_workers: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """(len(indices), views, D) float32 unit descriptors of each cloud turned about z by
-    ``360° · v / views`` (v = 0 … views − 1; view 0 is the cloud as stored)."""
+    ``360° · v / views`` (v = 0 … views − 1; view 0 is the cloud as stored).
+    ``progress(n)``: clouds embedded so far (of ``len(indices) * views``), per batch."""
     if not isinstance(views, int) or views < 1:
         raise ValueError(f"views must be an int >= 1, got {views!r}")
+    count = _Counter(progress)
     out = [
         _embed(
-            model, SubmapDataset(bench, indices, yaw_deg=360.0 * v / views), batch_size, num_workers
+            model,
+            SubmapDataset(bench, indices, yaw_deg=360.0 * v / views),
+            batch_size,
+            num_workers,
+            count,
         )
         for v in range(views)
     ]
@@ -224,15 +259,24 @@ def model_retriever(
     num_workers: int = 0,
     yaw_views: int = 1,
     query_views: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DescriptorRetriever | QueryViewRetriever:
-    """The retriever of ``model`` over ``bench`` (views as in :func:`evaluate_model`)."""
+    """The retriever of ``model`` over ``bench`` (views as in :func:`evaluate_model`).
+    ``progress(done, total)``: clouds embedded so far, of all the views' clouds."""
     if query_views is None:
         query_views = 1 if yaw_views > 1 else model.config.query_views
     if yaw_views > 1 and query_views > 1:
         raise ValueError("yaw_views and query_views cannot both be > 1")
-    desc = embed_benchmark(model, bench, None, batch_size, num_workers, yaw_views)
+    rows = query_rows(bench) if query_views > 1 else np.zeros(0, np.int64)
+    total = len(bench) * yaw_views + len(rows) * query_views
+
+    def stage(offset: int) -> Callable[[int], None] | None:
+        return None if progress is None else lambda n: progress(offset + n, total)
+
+    desc = embed_benchmark(model, bench, None, batch_size, num_workers, yaw_views, stage(0))
     if query_views == 1:
         return DescriptorRetriever(desc)
-    rows = query_rows(bench)
-    views = embed_query_views(model, bench, rows, query_views, batch_size, num_workers)
+    views = embed_query_views(
+        model, bench, rows, query_views, batch_size, num_workers, stage(len(bench) * yaw_views)
+    )
     return QueryViewRetriever(desc, rows, views)

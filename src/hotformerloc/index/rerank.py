@@ -547,6 +547,9 @@ class RerankRetriever:
     distance, ``d0`` the first of them), so rows stay non-decreasing; ``-1`` padding keeps
     ``inf``. ``exclude`` is passed to the base, whose items are only re-ordered.
 
+    ``progress``, if given, is called with the number of query rows re-ranked so far (over
+    every :meth:`rank` call), after each row.
+
     Prepared clouds are kept in an LRU cache of ``cache_size`` items (about 2 MB for a
     10k-point cloud); the verifications of the last ``memo_size`` (query item, item) pairs
     are memoised (:meth:`verification`, :attr:`verified_pairs`).
@@ -563,6 +566,7 @@ class RerankRetriever:
         config: RerankConfig | None = None,
         cache_size: int = 512,
         memo_size: int = 100_000,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         require(top_k >= 1, f"RerankRetriever: top_k must be >= 1, got {top_k}")
         require(cache_size >= 1, f"RerankRetriever: cache_size must be >= 1, got {cache_size}")
@@ -573,6 +577,8 @@ class RerankRetriever:
         self.config = config or RerankConfig()
         self.cache_size = int(cache_size)
         self.memo_size = int(memo_size)
+        self.progress = progress
+        self.rows_done = 0
         self._cache: OrderedDict[int, PreparedCloud] = OrderedDict()
         self._memo: OrderedDict[tuple[int, int], Verification] = OrderedDict()
 
@@ -649,4 +655,7 @@ class RerankRetriever:
             d = np.concatenate([1.0 - fit[perm], 1.0 + (d_tail - offset)])
             idx[row, : cols.size] = b_idx[row, cols]
             dist[row, : cols.size] = d[: cols.size]
+            self.rows_done += 1
+            if self.progress is not None:
+                self.progress(self.rows_done)
         return Ranking(idx, dist)

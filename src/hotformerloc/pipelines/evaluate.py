@@ -89,11 +89,11 @@ def score_model(
     update = progress or _noop
     views = max(yaw_views, query_views or model.config.query_views)
     stage = f"embedding ({views} view{'s' * (views > 1)})"
-    update(stage, 0, 1)
     t0 = time.perf_counter()
-    retr = model_retriever(model, bench, batch_size, 0, yaw_views, query_views)
+    retr = model_retriever(
+        model, bench, batch_size, 0, yaw_views, query_views, lambda d, n: update(stage, d, n)
+    )
     res = evaluate_retriever(retr, bench)
-    update(stage, 1, 1)
     return TimedEntry(MethodEntry(name, res, retr), time.perf_counter() - t0)
 
 
@@ -111,13 +111,34 @@ def score_reranked(
         raise ValueError(f"{base.name}: no retriever to re-rank")
     update = progress or _noop
     stage = f"re-ranking the top {top}"
-    update(stage, 0, 1)
+    total = _query_rows(bench)
+    update(stage, 0, total)
     t0 = time.perf_counter()
-    rr = RerankRetriever(base.retriever, bench.load_cloud, top_k=top)
+    rr = RerankRetriever(
+        base.retriever,
+        bench.load_cloud,
+        top_k=top,
+        progress=lambda n: update(stage, min(n, total), total),
+    )
     res = evaluate_retriever(rr, bench)
-    update(stage, 1, 1)
+    update(stage, total, total)
     entry = MethodEntry(f"{base.name} + re-ranking top {top}", res, rr)
     return TimedEntry(entry, time.perf_counter() - t0)
+
+
+def _query_rows(bench: Benchmark) -> int:
+    """Query rows both protocols rank on ``bench`` (each ground test submap once per other
+    ground sequence of its world, and once against the aerial database): the total of a
+    re-ranking progress bar."""
+    from hotformerloc.eval.benchmark import benchmark_sets
+
+    g2g, g2a = benchmark_sets(bench)
+    rows = 0
+    for runs in g2g.values():
+        rows += sum(int(r.is_query.sum()) * (len(runs) - 1) for r in runs if r.is_query is not None)
+    for cs in g2a.values():
+        rows += sum(int(r.is_query.sum()) for r in cs.ground if r.is_query is not None)
+    return max(rows, 1)
 
 
 def score_scan_context(bench: Benchmark, progress: Progress | None = None) -> TimedEntry:
