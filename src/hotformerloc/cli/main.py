@@ -48,7 +48,6 @@ from hotformerloc.cli.progress import LogProgress
 from hotformerloc.errors import HotformerlocError
 
 if TYPE_CHECKING:
-    from hotformerloc.model.network import HOTFormerLoc
     from hotformerloc.train.trainer import TrainResult
 
 app = typer.Typer(
@@ -303,15 +302,6 @@ def _demo(out: Path, model: str, seed: int, workers: int | None, rerank_top: int
     )
 
 
-def _load_model(spec: str) -> tuple[HOTFormerLoc, str, str | None]:
-    """(model in eval mode, registered name, weights SHA-256 or None when untrained)."""
-    from hotformerloc.model.checkpoint import load_model
-
-    model, ck = load_model(spec)
-    name = spec if ck is None else ck.model
-    return model, name, None if ck is None else ck.sha256
-
-
 @app.command()
 def embed(
     files: Annotated[list[Path], typer.Argument(help="Point-cloud files (any supported format).")],
@@ -327,31 +317,24 @@ def embed(
     import io as _io
 
     import numpy as np
-    import torch
 
+    from hotformerloc.index import load_embedder
     from hotformerloc.io import read_pointcloud
     from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
-    from hotformerloc.model.device import resolve_device
 
-    if batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
-    dev = resolve_device(device)
-    net, name, sha = _load_model(model)
-    net = net.to(dev)
+    embedder = load_embedder(model, device)
+    name, sha = embedder.info.name, embedder.file_sha256
     if sha is None:
         err.print(f"[yellow]note:[/yellow] {name} has untrained (random) weights")
-    descriptors = []
+    descriptors = [np.zeros((0, embedder.dim), np.float32)]
     bar, update = _progress()
-    with bar, torch.inference_mode():
+    with bar:
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
-            clouds = []
-            for f in chunk:
-                cloud = read_pointcloud(f, fmt)
-                clouds.append(torch.from_numpy(cloud.xyz).to(dev))
-            descriptors.append(net.embed(clouds).float().cpu())
+            clouds = [read_pointcloud(f, fmt).xyz for f in chunk]
+            descriptors.append(embedder.embed(clouds, [str(f) for f in chunk]))
             update("embedding", min(start + batch_size, len(files)), len(files))
-    desc = torch.cat(descriptors).numpy().astype(np.float32)
+    desc = np.concatenate(descriptors).astype(np.float32)
     out.mkdir(parents=True, exist_ok=True)
     buf = _io.BytesIO()
     np.save(buf, desc)
@@ -360,7 +343,7 @@ def embed(
     meta = {
         "model": name,
         "weights_sha256": sha,
-        "input_pipeline": net.config.input_pipeline(),
+        "input_pipeline": embedder.model.config.input_pipeline(),
         "count": len(files),
         "dim": int(desc.shape[1]),
     }

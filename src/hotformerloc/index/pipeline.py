@@ -55,15 +55,21 @@ class QueryError(DatabaseError):
 
 # ---------------------------------------------------------------------------- the model
 class Embedder:
-    """A model in eval mode with its identity (:class:`ModelInfo`); the model's config
-    says how clouds are prepared (input scale, normalisation, coordinates)."""
+    """A model in eval mode with its identity (:class:`ModelInfo`; ``file_sha256``: the
+    SHA-256 of the checkpoint file it was loaded from, None for untrained weights); the
+    model's config says how clouds are prepared (input scale, normalisation, coordinates).
+    The one way clouds are embedded outside training and benchmark evaluation (``embed``,
+    ``db build``/``add``, ``query``)."""
 
-    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu") -> None:
+    def __init__(
+        self, model: Any, info: ModelInfo, device: str = "cpu", file_sha256: str | None = None
+    ) -> None:
         from hotformerloc.model import resolve_device
 
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
+        self.file_sha256 = file_sha256
 
     @property
     def dim(self) -> int:
@@ -122,7 +128,7 @@ def load_embedder(spec: str | Path, device: str = "cpu") -> Embedder:
         spec=str(spec) if registered else str(Path(spec).resolve()),
         data_scale=model.config.input_scale,
     )
-    return Embedder(model, info, device)
+    return Embedder(model, info, device, None if ck is None else ck.sha256)
 
 
 # ---------------------------------------------------------------------------- data folders
