@@ -399,9 +399,10 @@ def _tiny() -> ModelConfig:
 register_pretrained(
     "hotformerloc-tiny.synth",
     "hotformerloc-tiny.synth.safetensors",
-    sha256="4888a192ddc13937e838a5d82ea2c3b56929d0c4566d0f2c2561d6a1e2396b93",
-    description="synthetic pre-training v1: 4 small-preset seeds (8 worlds), co-oriented "
-    "training, 8 query views; 2.4 h on 2 CPU cores; docs/models.md",
+    sha256="f4e9ae253ecc0e011b8fa61775947d30da61ff3c7de19813faa852c6a5957d7f",
+    description="synthetic pre-training v2: 4 small-preset seeds (8 worlds), co-oriented "
+    "training, then cross-source pair sampling, 8 query views; 3.8 h on 2 CPU cores; "
+    "docs/models.md",
     input="metric submaps (30 m radius, ground removed, 0.8 m voxels), input_scale 1/30, "
     "bbox-normalised, depth 6; queries searched at 8 yaw views",
 )
