@@ -244,11 +244,11 @@ def demo(
 ) -> None:
     """The shipped pre-trained model on an unseen synthetic benchmark, against Scan Context.
 
-    Generate the demo benchmark (cached), evaluate the model (1 view and its test-time yaw views, + geometric
-    re-ranking) against Scan Context ground-to-ground and ground-to-aerial, localise ground
-    scans in an aerial place database, and write report/report.html and results.json. Trains
-    nothing (training: `hotformerloc train -c pretrain`, docs/training.md). Re-ranks the top
-    25 unless --rerank-top says otherwise."""
+    Generate the demo benchmark (cached), evaluate the model (1 view and its test-time yaw
+    views, + geometric re-ranking) against Scan Context ground-to-ground and
+    ground-to-aerial, localise ground scans in an aerial place database, and write
+    report/report.html and results.json. Trains nothing (training: `hotformerloc train -c
+    pretrain`, docs/training.md). Re-ranks the top 25 unless --rerank-top says otherwise."""
     _demo(out, model, seed, workers, rerank_top)
 
 
