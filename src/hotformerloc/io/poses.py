@@ -169,6 +169,28 @@ def _listed(items: list[str]) -> str:
     return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
 
 
+def open_csv_table(path: Path, columns: Sequence[str]) -> csv.DictReader[str]:
+    """A ``csv.DictReader`` over the table at ``path`` (header names stripped; data rows
+    start at line 2), checked to have every one of ``columns`` (others are ignored).
+
+    Raises:
+        LayoutFileError: the file cannot be read, or column(s) are missing.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LayoutFileError(path, f"cannot read ({e})") from e
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise LayoutFileError(
+            path, f"missing column(s) {', '.join(missing)} (header: {','.join(header)!r})"
+        )
+    return reader
+
+
 def read_poses_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -> PoseTable:
     """Read and validate a ``poses.csv``: a header naming at least :data:`POSE_COLUMNS`
     (surrounding spaces ignored, in any order, other columns ignored), then one row per pose.
@@ -183,20 +205,7 @@ def read_poses_csv(path: str | os.PathLike[str], *, allow_empty: bool = False) -
             listed); no rows; duplicate timestamps; zero quaternions.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LayoutFileError(path, f"cannot read ({e})") from e
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in reader.fieldnames or []]
-    reader.fieldnames = header
-    missing = [c for c in POSE_COLUMNS if c not in header]
-    if missing:
-        raise LayoutFileError(
-            path,
-            f"missing column(s) {', '.join(missing)} (header: {','.join(header)!r}; "
-            f"expected {','.join(POSE_COLUMNS)})",
-        )
+    reader = open_csv_table(path, POSE_COLUMNS)
     rows, bad = [], []
     for line, rec in enumerate(reader, start=2):
         try:

@@ -17,7 +17,6 @@ No torch here: the benchmark readers stay light.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -32,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from hotformerloc.io.atomic import atomic_write_text
 from hotformerloc.io.errors import LayoutFileError
-from hotformerloc.io.poses import csv_text
+from hotformerloc.io.poses import csv_text, open_csv_table
 
 #: The name of the split table in a world folder.
 SPLIT_FILE = "split.csv"
@@ -73,17 +72,7 @@ def read_split_csv(path: str | os.PathLike[str]) -> list[SplitRow]:
         LayoutFileError: names the file, the line and the problem.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LayoutFileError(path, f"cannot read: {e}") from e
-    reader = csv.DictReader(text.splitlines())
-    header = reader.fieldnames or []
-    missing = [c for c in SPLIT_COLUMNS if c not in header]
-    if missing:
-        raise LayoutFileError(
-            path, f"missing column(s) {', '.join(missing)} (header: {','.join(header)!r})"
-        )
+    reader = open_csv_table(path, SPLIT_COLUMNS)
     rows = []
     for line, rec in enumerate(reader, start=2):
         if any(rec.get(c) is None for c in SPLIT_COLUMNS):
