@@ -18,8 +18,10 @@ from hotformerloc.model.layers import (
     OctreeConv,
     OctreeDWConv,
     SlotPairs,
-    rpe_mask_row,
-    rpe_table_index_,
+    fill_codes_,
+    rpe_index,
+    rpe_mask_code,
+    rpe_zero_code,
 )
 from hotformerloc.octree import (
     Octree,
@@ -133,7 +135,7 @@ def loop_attention(attn: Attention, x: torch.Tensor, windows, bias: torch.Tensor
         idx = windows.index[w][valid]
         q, k, v = attn.qkv(x[idx]).view(len(idx), 3, h, -1).permute(1, 2, 0, 3)
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        scores = scores + bias[w][:, valid][:, :, valid]
+        scores = scores + bias[:, w][:, valid][:, :, valid]
         o = (scores.softmax(-1) @ v).transpose(0, 1).reshape(len(idx), -1)
         out[idx] = attn.proj(o)
     return out
@@ -148,9 +150,9 @@ def test_window_attention_equals_per_window_loop(octree: Octree, dilation: int):
     x = torch.randn(octree.num_nodes(depth), 16)
     attn = Attention(16, heads)
     rpe = RPE(heads, bound=3)
-    index = rpe_table_index_(relative_offsets(octree, depth, windows), 3)
+    index = rpe_index(relative_offsets(octree, depth, windows), 3)
     bias = rpe(index)
-    masked = rpe(index.masked_fill(~windows.valid[:, None, :, None], rpe_mask_row(3)))
+    masked = rpe(fill_codes_(index.clone(), ~windows.valid[:, None, :], rpe_mask_code(3)))
     layout = AttentionLayout.from_index(windows.index, x.shape[0])
     with torch.no_grad():
         out_bias = attn(x, layout, masked)  # RPE with the key mask folded in
@@ -175,16 +177,41 @@ def test_rpe_is_sum_of_per_axis_lookups():
     torch.manual_seed(5)
     rpe = RPE(num_heads=3, bound=2)
     offsets = torch.randint(-4, 5, (2, 4, 4, 3))
-    index = rpe_table_index_(offsets.clone(), 2)
-    index[0, :, 3] = rpe_mask_row(2)
+    index = rpe_index(offsets, 2)
+    fill_codes_(index, torch.arange(4) == 3, rpe_mask_code(2))  # key column 3 masked
+    index[:, 1, 0, 1] = torch.tensor(rpe_zero_code(2))
     bias = rpe(index)
-    assert bias.shape == (2, 3, 4, 4)
-    torch.testing.assert_close(bias[0, :, :, 3], torch.full((3, 4), layers.MASK_VALUE))
+    assert bias.shape == (3, 2, 4, 4) and bias.is_contiguous()  # head-major
+    torch.testing.assert_close(bias[:, 0, :, 3], torch.full((3, 4), layers.MASK_VALUE))
+    assert bias[:, 1, 0, 1].tolist() == [0.0, 0.0, 0.0]
     t = rpe.table.detach()
-    w, i, j = 1, 2, 3
-    dx, dy, dz = offsets[w, i, j].clamp(-2, 2).tolist()
-    expect = t[dx + 2] + t[5 + dy + 2] + t[10 + dz + 2]
-    torch.testing.assert_close(bias[w, :, i, j].detach(), expect)
+    for w, i, j in ((1, 2, 1), (0, 0, 0), (1, 3, 2)):
+        dx, dy, dz = offsets[w, i, j].clamp(-2, 2).tolist()
+        expect = t[dx + 2] + t[5 + dy + 2] + t[10 + dz + 2]
+        torch.testing.assert_close(bias[:, w, i, j].detach(), expect)
+    bias.sum().backward()  # every lookup reaches the table
+    assert rpe.table.grad is not None and rpe.table.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.1])  # dense / sparse tables
+def test_inference_convs_equal_the_autograd_path(
+    octree: Octree, monkeypatch: pytest.MonkeyPatch, fill: float
+):
+    """The in-place, buffer-reusing inference path of the convs gives what the
+    out-of-place path that autograd records gives."""
+    torch.manual_seed(8)
+    monkeypatch.setattr(layers, "DENSE_FILL", fill)
+    convs = [(OctreeConv(4, 5, 27), 13), (OctreeConv(4, 6, 8, bias=True), None)]
+    dw = OctreeDWConv(4)
+    x = torch.randn(octree.num_nodes(DEPTH), 4)
+    nb = SlotPairs.from_table(octree.neighbours[DEPTH], centre=13)
+    ch = SlotPairs.from_table(octree.children[DEPTH - 1])
+    graph = [convs[0][0](x, nb), convs[1][0](x, ch), dw(x, nb)]
+    assert all(g.requires_grad for g in graph)
+    with torch.inference_mode():
+        fast = [convs[0][0](x, nb), convs[1][0](x, ch), dw(x, nb)]
+    for a, b in zip(graph, fast, strict=True):
+        torch.testing.assert_close(b, a.detach(), atol=1e-6, rtol=1e-6)
 
 
 def test_group_layout_orders_tokens_by_group():

@@ -174,8 +174,8 @@ def test_reference_masks_and_relay_tokens():
     # HAT mask of the leaky window [RT (sample 0), node 2 (0), node 3 (1)].
     mask = view.pair_mask(1, True, torch.float32)
     m = MASK_VALUE
-    assert mask[1, 0].tolist() == [[0, 0, m], [0, 0, m], [m, m, 0]]
-    assert mask[2, 0].tolist() == [[0, 0, m], [0, 0, m], [m, m, 0]]  # RT of sample 1; padding
+    assert mask[0, 1].tolist() == [[0, 0, m], [0, 0, m], [m, m, 0]]
+    assert mask[0, 2].tolist() == [[0, 0, m], [0, 0, m], [m, m, 0]]  # RT of sample 1; padding
     assert DepthView(octree, 1, 2).pair_mask(1, True, torch.float32) is None
     # Relay tokens: mean over the owner's nodes only, and their ADaPE statistics.
     init = RelayTokenInit(4, "pos")

@@ -12,13 +12,14 @@ See ``docs/model.md``.
 
 from hotformerloc.model.config import ModelConfig, model_config_from_dict
 from hotformerloc.model.device import DeviceError, resolve_device
-from hotformerloc.model.network import HOTFormerLoc, prepare_points
+from hotformerloc.model.network import HOTFormerLoc, build_input_octree, prepare_points
 from hotformerloc.model.registry import create_model, get_model_config, list_models, register_model
 
 __all__ = [
     "DeviceError",
     "HOTFormerLoc",
     "ModelConfig",
+    "build_input_octree",
     "create_model",
     "get_model_config",
     "list_models",

@@ -34,9 +34,10 @@ from hotformerloc.model.layers import (
     AttentionLayout,
     DropPath,
     SlotPairs,
-    rpe_mask_row,
-    rpe_table_index_,
-    rpe_zero_row,
+    fill_codes_,
+    rpe_index,
+    rpe_mask_code,
+    rpe_zero_code,
 )
 from hotformerloc.octree import (
     Octree,
@@ -162,14 +163,14 @@ class DepthView:
 
     def pair_mask(self, dilation: int, relay: bool, dtype: torch.dtype) -> Tensor | None:
         """Additive attention mask without RPE: None in ``per_sample`` mode (the layout's key
-        mask is right); in ``reference`` mode (nw, 1, L, L) :data:`MASK_VALUE` where the
+        mask is right); in ``reference`` mode (1, nw, L, L) :data:`MASK_VALUE` where the
         query's and the key's samples differ (padding is sample B), else 0."""
         if not self.reference:
             return None
 
         def make() -> Tensor:
             s = self._token_samples(dilation, relay)
-            differ = s[:, None, :, None] != s[:, None, None, :]
+            differ = s[None, :, :, None] != s[None, :, None, :]
             return torch.zeros(differ.shape, dtype=dtype, device=s.device).masked_fill_(
                 differ, MASK_VALUE
             )
@@ -177,30 +178,30 @@ class DepthView:
         return self._cached(("pair_mask", dilation, relay, dtype), make)
 
     def bias_index(self, dilation: int, bound: int, relay: bool) -> Tensor:
-        """(nw, L, L, 3) int64 rows of the extended RPE table (see :class:`RPE`).
+        """(2, nw, L, L) int64 codes for :class:`RPE` (see :func:`rpe_index`).
 
         Windows at ``dilation`` (L = K), or with relay tokens prepended (``relay``, L = K + 1,
-        non-dilated): clamped per-axis offsets for node pairs, the zero row for relay-token
-        pairs, and the mask row for every padding key column (``per_sample``) or for every
-        pair of different samples (``reference``; padding is sample B).
+        non-dilated): clamped offsets for node pairs, the zero code for relay-token pairs,
+        and the mask code for every padding key column (``per_sample``) or for every pair
+        of different samples (``reference``; padding is sample B).
         """
 
         def make() -> Tensor:
             win = self.windows(dilation)
-            offsets = relative_offsets(self.octree, self.depth, win).contiguous()
-            index = rpe_table_index_(offsets, bound)
+            index = rpe_index(relative_offsets(self.octree, self.depth, win), bound)
             valid = win.valid
             if relay:
                 nw, k = valid.shape
-                with_relay = index.new_full((nw, k + 1, k + 1, 3), rpe_zero_row(bound))
-                with_relay[:, 1:, 1:] = index
+                zero = torch.tensor(rpe_zero_code(bound), device=index.device)
+                with_relay = zero.view(2, 1, 1, 1).repeat(1, nw, k + 1, k + 1)
+                with_relay[:, :, 1:, 1:] = index
                 index = with_relay
                 valid = F.pad(valid, (1, 0), value=True)
             if self.reference:
                 s = self._token_samples(dilation, relay)
-                differ = s[:, :, None, None] != s[:, None, :, None]
-                return index.masked_fill_(differ, rpe_mask_row(bound))
-            return index.masked_fill_(~valid[:, None, :, None], rpe_mask_row(bound))
+                differ = s[:, :, None] != s[:, None, :]
+                return fill_codes_(index, differ, rpe_mask_code(bound))
+            return fill_codes_(index, ~valid[:, None, :], rpe_mask_code(bound))
 
         return self._cached(("bias", dilation, bound, relay), make)
 

@@ -181,6 +181,13 @@ class SlotPairs:
         )
 
 
+def _in_place_ok(x: Tensor, w: Tensor) -> bool:
+    """Whether a conv may accumulate in place into reused buffers: no autograd graph to
+    keep (inference) and no autocast to apply."""
+    grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    return not grad and not torch.is_autocast_enabled(x.device.type)
+
+
 def with_zero_row(x: Tensor) -> Tensor:
     """(N, C) -> (N + 1, C): a zero row 0 (the target of empty entries), then ``x``."""
     return torch.cat([x.new_zeros(1, x.shape[1]), x])
@@ -221,9 +228,16 @@ class OctreeConv(nn.Module):
                 y = tile.reduce(torch.bmm(tile.gather(xp), w.index_select(0, tile.slots)))
                 outs.append(y if centre is None else torch.addmm(y, x[tile.rows], w[centre]))
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        elif _in_place_ok(x, w):
+            # One (N_out, Cin) gather into one reused buffer and one matmul-accumulate in
+            # place per slot: no fresh allocation per slot.
+            out = x @ w[centre] if centre is not None else x.new_zeros(pairs.num_out, w.shape[2])
+            buf = x.new_empty(pairs.num_out, x.shape[1])
+            for s in range(self.num_slots):
+                if s != centre:
+                    out.addmm_(torch.index_select(xp, 0, pairs.table_t[s], out=buf), w[s])
         else:
-            # One (N_out, Cin) gather and matmul-accumulate per slot: the temporaries stay
-            # small and in cache. (Out-of-place addmm, so that autocast applies.)
+            # Out-of-place, so that autocast applies and autograd sees every step.
             if centre is not None:
                 out = x @ w[centre]
             else:
@@ -258,6 +272,12 @@ class OctreeDWConv(nn.Module):
                 outs.append(torch.addcmul(tile.reduce(vals), x[tile.rows], w[13]))
             return outs[0] if len(outs) == 1 else torch.cat(outs)
         out = x * w[13]
+        if _in_place_ok(x, w):
+            buf = torch.empty_like(x)
+            for s in range(27):
+                if s != 13:
+                    out.addcmul_(torch.index_select(xp, 0, pairs.table_t[s], out=buf), w[s])
+            return out
         for s in range(27):
             if s != 13:
                 out = out.addcmul_(xp.index_select(0, pairs.table_t[s]), w[s])
@@ -281,8 +301,9 @@ class RPE(nn.Module):
     """Per-axis relative position bias table (3 * (2b + 1), H), trunc-normal(0.02).
 
     ``bias_h(i, j) = T[dx + b, h] + T[(2b+1) + dy + b, h] + T[2(2b+1) + dz + b, h]`` with the
-    offsets clamped to [-b, b]. :func:`rpe_table_index_` builds the row indices; two extra
-    rows let the same lookup produce zero bias (relay-token row / column) and the key mask.
+    offsets clamped to [-b, b]. :func:`rpe_index` turns offsets into the two lookups this
+    module does (x and y combined, then z); its special codes give zero bias (relay-token
+    row / column) and the key mask.
     """
 
     def __init__(self, num_heads: int, bound: int):
@@ -290,35 +311,54 @@ class RPE(nn.Module):
         self.bound = bound
         self.table = nn.Parameter(trunc_normal_(torch.empty(3 * (2 * bound + 1), num_heads)))
 
-    def forward(self, table_index: Tensor) -> Tensor:
-        """``table_index`` (nw, L, L, 3) int64 rows -> bias + mask (nw, H, L, L).
+    def forward(self, index: Tensor) -> Tensor:
+        """``index`` (2, nw, L, L) int64 from :func:`rpe_index` -> bias + mask (H, nw, L, L),
+        contiguous and head-major (the layout :class:`Attention` takes).
 
-        Rows ``3 (2b + 1)`` (:func:`rpe_zero_row`) add 0 and row ``3 (2b + 1) + 1``
-        (:func:`rpe_mask_row`) adds ``MASK_VALUE / 3``. The result is a strided view.
+        Code :func:`rpe_zero_code` adds 0 and :func:`rpe_mask_code` adds ``MASK_VALUE``.
         """
-        nw, length = table_index.shape[:2]
-        t = self.table
-        extra = torch.tensor([[0.0], [MASK_VALUE / 3]], dtype=t.dtype, device=t.device)
-        table = torch.cat([t, extra.expand(2, t.shape[1])])
-        bias = F.embedding_bag(table_index.view(-1, 3), table, mode="sum")
-        return bias.view(nw, length, length, -1).permute(0, 3, 1, 2)
+        _, nw, length, _ = index.shape
+        side = 2 * self.bound + 1
+        t = self.table.t().view(-1, 3, side)  # (H, axis, offset)
+        heads = t.shape[0]
+        extra = t.new_tensor([0.0, MASK_VALUE / 3]).expand(heads, 2)
+        # (H, side * side) x-major sums, then the zero and mask codes (2 / 3 and 1 / 3 of
+        # the mask in the two lookups, as three per-axis rows of MASK_VALUE / 3 did).
+        xy = (t[:, 0, :, None] + t[:, 1, None, :]).reshape(heads, side * side)
+        xy = torch.cat([xy, extra + extra], 1)
+        z = torch.cat([t[:, 2], extra], 1)
+        flat = index.view(2, -1)
+        bias = xy.index_select(1, flat[0]).add_(z.index_select(1, flat[1]))
+        return bias.view(heads, nw, length, length)
 
 
-def rpe_table_index_(offsets: Tensor, bound: int) -> Tensor:
-    """Integer cell offsets (..., 3) -> RPE table rows (..., 3), in place: clamp to
-    [-b, b], then shift per axis (x rows first, then y, then z)."""
-    axis = torch.arange(3, device=offsets.device) * (2 * bound + 1)
-    return offsets.clamp_(-bound, bound).add_(bound + axis)
+def rpe_index(offsets: Tensor, bound: int) -> Tensor:
+    """Integer cell offsets (..., 3) -> (2, ...) int64 codes for :class:`RPE`: row 0 the
+    combined x-y code ``(dx + b) (2b + 1) + dy + b``, row 1 the z code ``dz + b``, offsets
+    clamped to [-b, b]. Does not modify ``offsets``."""
+    side = 2 * bound + 1
+    c = offsets.clamp(-bound, bound) + bound
+    return torch.stack([c[..., 0] * side + c[..., 1], c[..., 2]])
 
 
-def rpe_zero_row(bound: int) -> int:
-    """Index of the extended RPE table row that adds 0 (see :meth:`RPE.forward`)."""
-    return 3 * (2 * bound + 1)
+def rpe_zero_code(bound: int) -> tuple[int, int]:
+    """The (x-y, z) codes of :func:`rpe_index` that add 0 (see :meth:`RPE.forward`)."""
+    side = 2 * bound + 1
+    return side * side, side
 
 
-def rpe_mask_row(bound: int) -> int:
-    """Index of the extended RPE table row that adds ``MASK_VALUE / 3``."""
-    return 3 * (2 * bound + 1) + 1
+def rpe_mask_code(bound: int) -> tuple[int, int]:
+    """The (x-y, z) codes of :func:`rpe_index` that add :data:`MASK_VALUE`."""
+    side = 2 * bound + 1
+    return side * side + 1, side + 1
+
+
+def fill_codes_(index: Tensor, where: Tensor, codes: tuple[int, int]) -> Tensor:
+    """Set ``index`` (2, ...) to ``codes`` where the bool ``where`` (broadcastable to
+    ``index[0]``) holds, in place."""
+    index[0].masked_fill_(where, codes[0])
+    index[1].masked_fill_(where, codes[1])
+    return index
 
 
 @dataclass(frozen=True)
@@ -384,7 +424,8 @@ class Attention(nn.Module):
 
     ``softmax(q k^T / sqrt(C/H) + mask) v`` per group, with q, k, v = Linear(C, 3C) and an
     output Linear(C, C) (both with bias), computed with
-    :func:`torch.nn.functional.scaled_dot_product_attention`.
+    :func:`torch.nn.functional.scaled_dot_product_attention` over a head-major batch
+    (H, nw), so that an RPE bias is used as it is built, without a transposing copy.
     """
 
     def __init__(self, dim: int, num_heads: int):
@@ -396,18 +437,19 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, layout: AttentionLayout, mask: Tensor | None = None) -> Tensor:
         """``x`` (T, C) tokens -> (T, C).
 
-        ``mask``: (nw, H, L, L) additive float mask (e.g. RPE bias with the key mask folded
-        in, see :class:`RPE`); default: ``layout.key_mask``.
+        ``mask``: additive float mask broadcastable to (H, nw, L, L), head-major (e.g. the
+        RPE bias with the key mask folded in, see :class:`RPE`); default: the layout's key
+        mask.
         """
         c = x.shape[1]
         nw, length = layout.index.shape
         h = self.num_heads
         qkv = self.qkv(layout.gather(x))  # (nw, L, 3C)
-        q, k, v = qkv.view(nw, length, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = qkv.view(nw, length, 3, h, c // h).permute(2, 3, 0, 1, 4).unbind(0)
         if mask is None:
-            mask = layout.key_mask(x.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (nw, H, L, C/H)
-        return self.proj(layout.scatter(out.transpose(1, 2).reshape(nw, length, c)))
+            mask = layout.key_mask(x.dtype).view(1, nw, 1, length)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (H, nw, L, C/H)
+        return self.proj(layout.scatter(out.permute(1, 2, 0, 3).reshape(nw, length, c)))
 
 
 class MLP(nn.Module):

@@ -70,6 +70,25 @@ def prepare_points(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> T
     return to_cylindrical(xyz) if cylindrical else xyz
 
 
+def build_input_octree(
+    clouds: Sequence[Tensor],
+    config: ModelConfig,
+    device: torch.device | str = "cpu",
+    names: Sequence[str] | None = None,
+) -> Octree:
+    """The input octree of a batch of raw clouds for a model of ``config``: each cloud
+    through :func:`prepare_points` (named ``names[b]``, default ``clouds[b]``), then one
+    :func:`~hotformerloc.octree.build_octree` at the config's octree_depth / full_depth /
+    unit_edge on ``device``. Needs no model, so data-loader workers can run it.
+
+    Raises:
+        OctreeInputError: a cloud is unusable (named).
+    """
+    names = names if names is not None else [f"clouds[{i}]" for i in range(len(clouds))]
+    points = [prepare_points(c, config, n).to(device) for c, n in zip(clouds, names, strict=True)]
+    return build_octree(points, config.octree_depth, config.full_depth, unit_edge=config.unit_edge)
+
+
 class ConvNormReLU(nn.Module):
     """Octree conv (no bias) -> LayerNorm over channels -> ReLU (stem unit)."""
 
@@ -229,15 +248,9 @@ class HOTFormerLoc(nn.Module):
         """Prepared octree (``config.octree_depth``) of raw clouds, on the model's device."""
         if len(clouds) == 0:
             raise ValueError("embed: empty batch (no clouds)")
-        points = [self.prepare_cloud(c, f"embed clouds[{i}]") for i, c in enumerate(clouds)]
+        names = [f"embed clouds[{i}]" for i in range(len(clouds))]
         device = self.stem.conv1.conv.weight.device
-        cfg = self.config
-        return build_octree(
-            [p.to(device) for p in points],
-            cfg.octree_depth,
-            cfg.full_depth,
-            unit_edge=cfg.unit_edge,
-        )
+        return build_input_octree(clouds, self.config, device, names)
 
     def embed(self, clouds: Sequence[Tensor]) -> Tensor:
         """Descriptors of raw clouds: list of (N_b, 3) float tensors -> (B, output_dim).
