@@ -10,9 +10,16 @@ Per size N (random unit 256-d float32 descriptors, generated in chunks so 1M sta
   of random database rows (Gaussian noise, sigma 0.03 per dimension, renormalised): the
   nearest entry is clear, the rest of the top-25 is as hard as random data gets;
 * re-ranking latency per candidate (``hotformerloc.index.rerank.verify``, default config) on
-  two submaps of a synthetic benchmark, when that module and the benchmark exist.
+  two submaps of a synthetic benchmark, when that module and the benchmark exist;
+* ``db build`` throughput (``build_database``: read, prepare, octree, forward, write) in
+  entries/s per model variant (untrained weights, CPU) with ``--build-workers`` loader
+  workers (0: in-process), on ``--build-entries`` submaps spread over the benchmark; the
+  median of ``--build-reps`` runs (worker counts alternate within a repetition), and its
+  ratio to workers 0.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/database.py [--sizes 10000,100000]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/database.py --sizes "" \
+        --build-variants hotformerloc-tiny --build-entries 64
 """
 
 from __future__ import annotations
@@ -154,6 +161,59 @@ def rerank_latency(bench_dir: Path, reps: int) -> str:
     return "\n".join(lines)
 
 
+def build_throughput(
+    bench_dir: Path,
+    variants: list[str],
+    n: int,
+    workers: list[int],
+    reps: int,
+    batch: int,
+    device: str = "cpu",
+) -> str:
+    """Markdown table: median ``db build`` entries/s per variant and worker count."""
+    if not variants:
+        return "db build: skipped (--build-variants is empty)"
+    if not bench_dir.is_dir():
+        return (
+            f"db build: skipped (no benchmark at {bench_dir}; pass --bench, or make one with "
+            "`hotformerloc generate -c demo --out DIR`)"
+        )
+    import torch
+
+    from hotformerloc.index import build_database, load_embedder, scan_places
+
+    places = scan_places(bench_dir)
+    entries = [places[i] for i in np.linspace(0, len(places) - 1, min(n, len(places))).astype(int)]
+    lines = [
+        f"db build ({len(entries)} of {len(places)} submaps of {bench_dir}, batch {batch}, "
+        f"{device}, {torch.get_num_threads()} torch threads, median of {reps}):",
+        "",
+        "| variant | "
+        + " | ".join(f"workers {w} (entries/s)" for w in workers)
+        + "".join(f" | ratio {w}/{workers[0]}" for w in workers[1:])
+        + " |",
+        "|---|" + "---|" * (2 * len(workers) - 1),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            embedder = load_embedder(variant, device)
+            build_database(Path(tmp) / f"{variant}-warm", embedder, entries[:batch], batch)
+            rates: dict[int, list[float]] = {w: [] for w in workers}
+            for r in range(reps):
+                for w in workers if r % 2 == 0 else workers[::-1]:
+                    out = Path(tmp) / f"{variant}-{w}-{r}"
+                    t = time.perf_counter()
+                    build_database(out, embedder, entries, batch, workers=w)
+                    rates[w].append(len(entries) / (time.perf_counter() - t))
+                    shutil.rmtree(out)
+            med = {w: float(np.median(v)) for w, v in rates.items()}
+            cells = " | ".join(f"{med[w]:.2f}" for w in workers)
+            ratios = "".join(f" | {med[w] / med[workers[0]]:.2f}" for w in workers[1:])
+            lines.append(f"| {variant} | {cells}{ratios} |")
+            print(f"  db build {variant}: done {rates}", flush=True)
+    return "\n".join(lines)
+
+
 def fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -168,8 +228,18 @@ def main() -> None:
     )
     p.add_argument("--bench", type=Path, default=DEFAULT_BENCH, help="benchmark for re-ranking")
     p.add_argument("--rerank-reps", type=int, default=5)
+    p.add_argument(
+        "--build-variants",
+        default="hotformerloc-tiny,hotformerloc-small,hotformerloc-cs-wild-places",
+        help="models for the db build throughput ('' skips it)",
+    )
+    p.add_argument("--build-entries", type=int, default=32, help="submaps per db build run")
+    p.add_argument("--build-workers", default="0,1,2", help="loader worker counts to compare")
+    p.add_argument("--build-reps", type=int, default=3, help="db build runs per worker count")
+    p.add_argument("--batch-size", type=int, default=8, help="db build clouds per forward")
+    p.add_argument("--build-device", default="cpu", help="db build model device (cpu, cuda)")
     args = p.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     kinds = args.kinds.split(",")
     import faiss
 
@@ -197,6 +267,18 @@ def main() -> None:
             )
     print()
     print(rerank_latency(args.bench, args.rerank_reps))
+    print()
+    print(
+        build_throughput(
+            args.bench,
+            [v for v in args.build_variants.split(",") if v],
+            args.build_entries,
+            [int(w) for w in args.build_workers.split(",")],
+            args.build_reps,
+            args.batch_size,
+            args.build_device,
+        )
+    )
 
 
 if __name__ == "__main__":

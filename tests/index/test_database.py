@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from hotformerloc.index.database import (
     ModelInfo,
     ModelMismatchError,
     PlaceDatabase,
+    RerankPoints,
 )
 from hotformerloc.index.search import Circle, SearchFilter
 
@@ -305,3 +307,91 @@ def test_database_search_filters_give_the_true_filtered_top_k(tmp_path):
     want = rows[np.argsort(dist, axis=1)[:, :4]]
     np.testing.assert_array_equal(res.indices, want)
     np.testing.assert_allclose(res.distances, np.sort(dist, axis=1)[:, :4], atol=1e-5)
+
+
+def _clouds(n: int, seed: int = 0) -> list[np.ndarray | None]:
+    rng = np.random.default_rng(seed)
+    return [None if i % 4 == 2 else rng.uniform(-30, 30, (40 + 7 * i, 3)) for i in range(n)]
+
+
+def test_rerank_points_round_trip_checksummed_and_optional(tmp_path) -> None:
+    """Stored re-ranking clouds come back (float32) per entry and segment, only for the
+    voxel they were made with; databases without them answer None; corrupting them is
+    detected like any other file."""
+    d, entries = make(6)
+    pts = _clouds(10)
+    db = PlaceDatabase.create(
+        tmp_path / "db", DIM, MODEL, d, entries, rerank=RerankPoints(0.5, pts[:6])
+    )
+    d2, more = make(4, start=6, seed=1)
+    db.add(d2, more, RerankPoints(0.5, pts[6:]))
+    d3, plain = make(2, start=10, seed=2)
+    db.add(d3, plain)  # no re-ranking data: as an older database
+    again = PlaceDatabase.open(tmp_path / "db")
+    for i, p in enumerate(pts):
+        got = again.rerank_points(i, 0.5)
+        if p is None:
+            assert got is None
+        else:
+            assert got is not None and got.dtype == np.float64
+            np.testing.assert_array_equal(got, p.astype(np.float32))
+    assert again.rerank_points(0, 1.0) is None  # another voxel
+    assert again.rerank_points(10, 0.5) is None and again.rerank_points(11, 0.5) is None
+    seg = sorted((tmp_path / "db" / SEGMENTS).iterdir())[1]
+    f = seg / "rerank_points.npy"
+    raw = bytearray(f.read_bytes())
+    raw[-5] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.raises(DatabaseCorruptError, match=r"rerank_points\.npy: checksum mismatch"):
+        PlaceDatabase.open(tmp_path / "db")
+    (seg / "rerank_offsets.npy").unlink()
+    with pytest.raises(DatabaseCorruptError, match=r"rerank_offsets\.npy: file is missing"):
+        PlaceDatabase.open(tmp_path / "db", verify=False)
+
+
+def test_rerank_points_input_errors(tmp_path) -> None:
+    d, entries = make(3)
+    with pytest.raises(DatabaseInputError, match="2 re-ranking clouds for 3 entries"):
+        PlaceDatabase.create(
+            tmp_path / "a", DIM, MODEL, d, entries, rerank=RerankPoints(0.5, [None] * 2)
+        )
+    bad = [None, np.full((5, 3), np.nan), None]
+    with pytest.raises(DatabaseInputError, match="re-ranking cloud 1"):
+        PlaceDatabase.create(tmp_path / "b", DIM, MODEL, d, entries, rerank=RerankPoints(0.5, bad))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_localizer_reranks_with_and_without_stored_clouds(tmp_path) -> None:
+    """Re-ranking from the stored clouds gives the verification computed from the files
+    (a database without them, as an older one, still re-ranks)."""
+    from hotformerloc.index.pipeline import Localizer, rerank_points
+    from hotformerloc.index.rerank import RerankConfig
+
+    rng = np.random.default_rng(5)
+    place = np.concatenate(
+        [rng.normal((x, y, 0), (0.4, 0.4, 3.0), (150, 3)) for x, y in rng.uniform(-20, 20, (30, 2))]
+    )
+    other = np.concatenate(
+        [rng.normal((x, y, 0), (0.4, 0.4, 3.0), (150, 3)) for x, y in rng.uniform(-20, 20, (30, 2))]
+    )
+    entries = []
+    for i, pts in enumerate([other, place]):
+        np.save(tmp_path / f"c{i}.npy", pts.astype(np.float32))
+        entries.append(Entry(id=f"e{i}", source="aerial", path=str(tmp_path / f"c{i}.npy")))
+    d, _ = make(2)
+    stored = PlaceDatabase.create(
+        tmp_path / "new", DIM, MODEL, d, entries, rerank=rerank_points(entries)
+    )
+    old = PlaceDatabase.create(tmp_path / "old", DIM, MODEL, d, entries)
+    assert stored.rerank_points(1, RerankConfig().voxel) is not None
+    assert old.rerank_points(1, RerankConfig().voxel) is None
+    query = place[rng.permutation(len(place))[:2000]] + (0.5, -0.3, 0.0)
+    results = []
+    for db in (stored, old):
+        loc = Localizer.__new__(Localizer)  # no model needed to re-rank
+        loc.db, loc.rerank_config, loc._prepared = db, None, OrderedDict()
+        results.append(loc._verify(query, "scan", [0, 1]))
+    for a, b in zip(*results, strict=True):
+        assert a.fitness == pytest.approx(b.fitness, abs=1e-3)
+        np.testing.assert_allclose(a.pose, b.pose, atol=1e-3)
+    assert results[0][1].fitness > 0.9 > results[0][0].fitness

@@ -175,7 +175,7 @@ def test_coarse_correlation_equals_brute_force(scene) -> None:
     q, c = prepare(query, cfg), prepare(candidate, cfg)
     peak = rr._coarse(rr._query_spectra(q, cfg), c, cfg)[0]
     size = cfg.grid_size
-    target = rr._bev_target(c.points, c.radius, cfg)
+    target = rr._bev_target(c.points, c.radius, cfg, cfg.bev_cell)
     best = (-np.inf, 0.0, 0.0, 0.0)
     for yaw in rr._yaws(cfg):
         image = rr._bev_queries(q.points, np.array([yaw]), cfg)[0]
@@ -401,3 +401,80 @@ def test_true_transform_of_generated_pairs(generated) -> None:
         assert terr < 1.0 and rerr < 2.0, (i, j, terr, rerr)
         checked += 1
     assert checked == len(ground)
+
+
+@pytest.fixture(scope="module")
+def lineup(scene) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """A query of the scene's place, and 5 candidates: 3 unrelated places, half of the
+    place, the place (best)."""
+    layout, candidate = scene
+    truth = _pose(-70.0, (3.0, -1.0, 0.2))
+    query = _query_of(layout, truth, seed=21)
+    cands = [_sample(_layout(30 + i), 40 + i) for i in range(3)]
+    cands += [candidate[candidate[:, 1] > 0.0], candidate]
+    return query, cands, truth
+
+
+def test_fast_path_matches_reference_on_refined(lineup) -> None:
+    """The pyramid search + pruning refines the same hypotheses as the reference (every
+    yaw at full resolution, every candidate refined): same poses and fitness."""
+    query, cands, truth = lineup
+    fast, ref = RerankConfig(refine_top=2), RerankConfig().reference
+    assert ref.coarse_factor == 1 and ref.refine_top == 0
+    vf = rr.verify_many(prepare(query, fast), [prepare(c, fast) for c in cands], fast)
+    vr = rr.verify_many(prepare(query, ref), [prepare(c, ref) for c in cands], ref)
+    assert all(v.refined for v in vr)
+    assert [v.refined for v in vf].count(True) == 2
+    for a, b in zip(vf, vr, strict=True):
+        if a.refined:
+            np.testing.assert_allclose(a.pose, b.pose, atol=1e-9)
+            assert a.fitness == b.fitness and a.rmse == b.rmse
+        else:
+            assert a.rmse == math.inf and not a.converged and 0 <= a.fitness <= 1
+    assert rr.order_of(vf)[0] == rr.order_of(vr)[0] == 4
+    terr, rerr = _errors(vf[4].pose, truth)
+    assert terr < 0.1 and rerr < 0.5
+
+
+@pytest.mark.parametrize("refine_top", [1, 2])
+def test_pruning_keeps_the_best_candidate(lineup, refine_top) -> None:
+    """The candidate the reference finds best is always refined; unrefined ones rank
+    after every refined one, by coarse fitness."""
+    query, cands, _ = lineup
+    cfg = RerankConfig(refine_top=refine_top)
+    res = rerank(query, cands, cfg)
+    ref = rerank(query, cands, cfg.reference)
+    assert res.order[0] == ref.order[0] == 4 and res.best.refined
+    refined = [i for i in res.order if res.verifications[i].refined]
+    assert list(res.order[: len(refined)]) == refined and len(refined) == refine_top
+    rest = [res.verifications[i].fitness for i in res.order[refine_top:]]
+    assert rest == sorted(rest, reverse=True)
+
+
+def test_batched_coarse_yaws_match_per_candidate(lineup) -> None:
+    """The batched coarse-level pass gives each candidate the yaws a pass on that
+    candidate alone gives (batch size and chunking do not matter)."""
+    query, cands, _ = lineup
+    q = prepare(query, CFG)
+    cs = [prepare(c, CFG) for c in cands] * 2  # 10 candidates: two chunks
+    spec = rr._query_spectra(q, CFG, CFG.bev_cell * CFG.coarse_factor)
+    together = rr._coarse_yaws(spec, cs, CFG)
+    for c, ys in zip(cs, together, strict=True):
+        np.testing.assert_array_equal(ys, rr._coarse_yaws(spec, [c], CFG)[0])
+
+
+def test_retriever_puts_unrefined_after_refined(lineup) -> None:
+    query, cands, _ = lineup
+    clouds = [query, *cands]
+    desc = np.arange(len(clouds), dtype=np.float64)[:, None]
+    retr = RerankRetriever(DescriptorRetriever(desc), clouds, 5, RerankConfig(refine_top=2))
+    r = retr.rank(np.array([0]), np.arange(1, 6), 5)
+    assert r.indices[0, 0] == 4
+    assert r.distances[0, 0] < r.distances[0, 1] < 1.0
+    assert (r.distances[0, 2:] == 1.0).all()
+    # the same list again: the same (memoised) verifications
+    again = retr.rank(np.array([0]), np.arange(1, 6), 5)
+    np.testing.assert_array_equal(again.indices, r.indices)
+    pruned = int(np.arange(1, 6)[r.indices[0, 4]])
+    assert not retr._memo[(0, pruned)].refined
+    assert retr.verification(0, pruned).refined  # asked alone: verified again, refined

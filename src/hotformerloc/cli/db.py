@@ -19,7 +19,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from hotformerloc.cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, OldBatchOpt
+from hotformerloc.cli.options import (
+    BatchSizeOpt,
+    DeviceOpt,
+    JsonOpt,
+    OldBatchOpt,
+    PrecisionOpt,
+    WorkersOpt,
+)
 from hotformerloc.cli.progress import LogProgress
 from hotformerloc.index.search import SearchError
 
@@ -75,6 +82,11 @@ def _untrained_note(embedder: Any) -> None:
         )
 
 
+def _workers(workers: int | None, default: int) -> int:
+    """--workers, or ``default`` when not given."""
+    return default if workers is None else workers
+
+
 DataOpt = Annotated[
     Path, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
 ]
@@ -97,18 +109,30 @@ def build(
     batch_size: BatchSizeOpt = 8,
     batch: OldBatchOpt = None,
     device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = "fp32",
 ) -> None:
-    """Embed every cloud of DIR with the model and write a new database (never overwrites)."""
+    """Embed every cloud of DIR with the model and write a new database (never overwrites).
+
+    With --workers N, N processes read the clouds and build their octrees while the model
+    runs (without it: all in this process; docs/database.md "Build throughput")."""
     from hotformerloc.index.database import DatabaseExistsError
-    from hotformerloc.index.pipeline import build_database, load_embedder, scan_places
+    from hotformerloc.index.pipeline import (
+        EMBED_WORKERS,
+        build_database,
+        load_embedder,
+        scan_places,
+    )
 
     if out.exists():
         raise DatabaseExistsError(f"{out}: already exists (refusing to overwrite it)")
     entries = scan_places(data, source, world, sequence)
-    embedder = load_embedder(model, device)
+    embedder = load_embedder(model, device, precision)
     _untrained_note(embedder)
     with _progress("embedding") as update:
-        db = build_database(out, embedder, entries, batch or batch_size, update)
+        db = build_database(
+            out, embedder, entries, batch or batch_size, update, _workers(workers, EMBED_WORKERS)
+        )
     console.print(
         f"{len(db)} places ({db.dim}-d, {db.model.name}) -> {out}", soft_wrap=True, highlight=False
     )
@@ -128,16 +152,26 @@ def add(
     batch_size: BatchSizeOpt = 8,
     batch: OldBatchOpt = None,
     device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = "fp32",
 ) -> None:
-    """Append the clouds of DIR to a database, with the model it was built with."""
+    """Append the clouds of DIR to a database, with the model it was built with (--workers
+    as in db build)."""
     from hotformerloc.index.database import PlaceDatabase
-    from hotformerloc.index.pipeline import add_places, database_embedder, scan_places
+    from hotformerloc.index.pipeline import (
+        EMBED_WORKERS,
+        add_places,
+        database_embedder,
+        scan_places,
+    )
 
     pdb = PlaceDatabase.open(db)
-    embedder = database_embedder(pdb, model, device)
+    embedder = database_embedder(pdb, model, device, precision)
     entries = scan_places(data, source, world, sequence)
     with _progress("embedding") as update:
-        n = add_places(pdb, embedder, entries, batch or batch_size, update)
+        n = add_places(
+            pdb, embedder, entries, batch or batch_size, update, _workers(workers, EMBED_WORKERS)
+        )
     console.print(f"{n} places added; {len(pdb)} in {db}", soft_wrap=True, highlight=False)
 
 
@@ -232,6 +266,7 @@ def query(
         typer.Option("--model", "-m", help="The database's model from another location."),
     ] = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
     as_json: JsonOpt = False,
 ) -> None:
     """Where was each scan taken? Top-k places of the database, optionally re-ranked."""
@@ -250,7 +285,7 @@ def query(
         else None
     )
     where = SearchFilter(source=source, world=world, sequence=sequence, region=region)
-    loc = Localizer.open(db, model, device, index=index)
+    loc = Localizer.open(db, model, device, index=index, precision=precision)
     results = [loc.query_file(s, top_k, where, rerank) for s in scans]
     if as_json:
         out = {

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -40,6 +40,7 @@ from hotformerloc.cli.options import (
     JsonOpt,
     OldPresetOpt,
     OldRerankOpt,
+    PrecisionOpt,
     RerankTopOpt,
     SetOpt,
     WorkersOpt,
@@ -313,29 +314,35 @@ def embed(
         str | None, typer.Option("--format", help="Force a reader (e.g. pnv for PNV .bin).")
     ] = None,
     device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    precision: PrecisionOpt = "fp32",
 ) -> None:
-    """Compute global descriptors: writes descriptors.npy (N, D) float32, ids.txt, embed.json."""
+    """Compute global descriptors: writes descriptors.npy (N, D) float32, ids.txt, embed.json.
+
+    With --workers N, N processes read the clouds and build their octrees while the model
+    runs (without it: all in this process)."""
     import io as _io
 
     import numpy as np
 
     from hotformerloc.index import load_embedder
-    from hotformerloc.io import read_pointcloud
+    from hotformerloc.index.pipeline import EMBED_WORKERS, embed_files
     from hotformerloc.io.atomic import atomic_write_bytes, atomic_write_text
 
-    embedder = load_embedder(model, device)
+    embedder = load_embedder(model, device, precision)
     name, sha = embedder.info.name, embedder.file_sha256
     if sha is None:
         err.print(f"[yellow]note:[/yellow] {name} has untrained (random) weights")
-    descriptors = [np.zeros((0, embedder.dim), np.float32)]
     bar, update = _progress()
     with bar:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            clouds = [read_pointcloud(f, fmt).xyz for f in chunk]
-            descriptors.append(embedder.embed(clouds, [str(f) for f in chunk]))
-            update("embedding", min(start + batch_size, len(files)), len(files))
-    desc = np.concatenate(descriptors).astype(np.float32)
+        desc = embed_files(
+            embedder,
+            files,
+            batch_size,
+            lambda done, total: update("embedding", done, total),
+            EMBED_WORKERS if workers is None else workers,
+            fmt,
+        )
     out.mkdir(parents=True, exist_ok=True)
     buf = _io.BytesIO()
     np.save(buf, desc)
@@ -345,6 +352,7 @@ def embed(
         "model": name,
         "weights_sha256": sha,
         "input_pipeline": embedder.model.config.input_pipeline(),
+        "precision": embedder.precision.name,
         "count": len(files),
         "dim": int(desc.shape[1]),
     }
@@ -517,8 +525,29 @@ def _register_groups() -> None:
 _register_groups()
 
 
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Library warnings as one line on stderr (no file, line or source echo)."""
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True, highlight=False)
+
+
 def entrypoint() -> None:
-    """Console-script entry: user errors become one clear line and exit code 2."""
+    """Console-script entry: user errors become one clear line and exit code 2; warnings
+    one line each."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        _run_app()
+
+
+def _run_app() -> None:
     user_errors = (HotformerlocError, FileExistsError)
     try:
         # without standalone mode, click returns a typer.Exit's code instead of exiting
@@ -540,7 +569,6 @@ def entrypoint() -> None:
             show()
             sys.exit(exit_code)
         raise
-
 
 if __name__ == "__main__":
     entrypoint()

@@ -15,7 +15,15 @@ DEVICE_HELP = "Compute device: auto (CUDA when available), cpu, cuda or cuda:N."
 JSON_HELP = "Print machine-readable JSON on stdout instead of tables."
 SET_HELP = "Override a config key: KEY=VALUE, dotted keys for sections (repeatable)."
 BATCH_SIZE_HELP = "Clouds per forward pass."
-WORKERS_HELP = "Generator worker processes (default: the CPUs, at most 8)."
+WORKERS_HELP = (
+    "Worker processes: generate and demo run the generator in them (default: the CPUs, at "
+    "most 8); embed and db read clouds and build octrees in them beside the forward pass "
+    "(default: none)."
+)
+PRECISION_HELP = (
+    "Inference precision: fp32, or bf16 where the device computes it natively (elsewhere "
+    "fp32, with a warning)."
+)
 RERANK_TOP_HELP = (
     "Also re-rank each query's top K candidates by geometric verification (0: off; "
     "docs/reranking.md)."
@@ -28,6 +36,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help=BATCH_SIZE_HELP)]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help=WORKERS_HELP)]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
 RerankTopOpt = Annotated[int | None, typer.Option("--rerank-top", min=0, help=RERANK_TOP_HELP)]
 
 # Old spellings (hidden; removed in the next release).

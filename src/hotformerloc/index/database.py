@@ -9,6 +9,8 @@ On-disk layout (``docs/database.md``)::
     <db>/segments/<000001>/timestamps.npy    (n,) <f8 seconds; NaN = unknown
     <db>/segments/<000001>/metadata.json     {"id": [...], "source": [...], "world": [...],
                                               "sequence": [...], "path": [... or null]}
+    <db>/segments/<000001>/rerank_points.npy  optional: (P, 3) <f4 downsampled clouds of
+    <db>/segments/<000001>/rerank_offsets.npy (n + 1,) <i8 the entries, for re-ranking
 
 The manifest is the only mutable file and the commit point. It lists every segment with the
 size and SHA-256 of each of its files, the schema (dimension, metric, model name, weights
@@ -56,6 +58,9 @@ MANIFEST = "database.json"
 SEGMENTS = "segments"
 LOCK = "write.lock"
 SEGMENT_FILES = ("descriptors.npy", "poses.npy", "timestamps.npy", "metadata.json")
+#: Optional segment files (listed, sized and checksummed like the others when present):
+#: entry ``i``'s re-ranking cloud is ``points[offsets[i]:offsets[i + 1]]``.
+RERANK_FILES = ("rerank_points.npy", "rerank_offsets.npy")
 META_COLUMNS = ("id", "source", "world", "sequence", "path")
 #: Largest accepted ``| |row| - 1 |`` of a descriptor.
 UNIT_NORM_TOL = 1e-3
@@ -175,6 +180,19 @@ class Entry:
             "pose": None if self.pose is None else self.pose.tolist(),
             "path": self.path,
         }
+
+
+@dataclass(frozen=True, eq=False)
+class RerankPoints:
+    """Per-entry clouds for re-ranking, stored with a segment (``docs/database.md``).
+
+    ``voxel``: the ``RerankConfig.voxel`` (m) they were downsampled with; ``points[i]``:
+    entry ``i``'s (M_i, 3) float cloud (stored as float32), or None when unavailable (the
+    cloud is then read from the entry's file at query time).
+    """
+
+    voxel: float
+    points: Sequence[np.ndarray | None]
 
 
 @dataclass(frozen=True)
@@ -341,8 +359,32 @@ class _Columns:
 
 
 # ---------------------------------------------------------------------------- segments
-def _write_segment(folder: Path, cols: _Columns) -> dict[str, Any]:
-    """Write a segment's files (each atomically); returns its manifest record."""
+def _rerank_payloads(rerank: RerankPoints, n: int) -> list[tuple[str, memoryview]]:
+    """The two optional re-ranking files of a segment of ``n`` entries."""
+    if len(rerank.points) != n:
+        raise DatabaseInputError(f"{len(rerank.points)} re-ranking clouds for {n} entries")
+    if not (math.isfinite(rerank.voxel) and rerank.voxel >= 0):
+        raise DatabaseInputError(f"re-ranking voxel must be finite and >= 0, got {rerank.voxel}")
+    parts = []
+    for i, p in enumerate(rerank.points):
+        a = np.zeros((0, 3), "<f4") if p is None else np.asarray(p, dtype="<f4")
+        if a.ndim != 2 or a.shape[1] != 3 or not np.isfinite(a).all():
+            raise DatabaseInputError(f"re-ranking cloud {i}: expected finite (M, 3) points")
+        parts.append(a)
+    offsets = np.zeros(n + 1, "<i8")
+    offsets[1:] = np.cumsum([len(a) for a in parts])
+    points = np.concatenate(parts) if parts else np.zeros((0, 3), "<f4")
+    return [
+        ("rerank_points.npy", _npy_bytes(np.ascontiguousarray(points, "<f4"))),
+        ("rerank_offsets.npy", _npy_bytes(offsets)),
+    ]
+
+
+def _write_segment(
+    folder: Path, cols: _Columns, rerank: RerankPoints | None = None
+) -> dict[str, Any]:
+    """Write a segment's files (each atomically), with the optional re-ranking files when
+    ``rerank`` is given; returns its manifest record."""
     folder.mkdir()
     _fault_point("segment-dir")
     files: dict[str, dict[str, Any]] = {}
@@ -363,7 +405,13 @@ def _write_segment(folder: Path, cols: _Columns) -> dict[str, Any]:
         atomic_write_bytes(folder / name, data)  # type: ignore[arg-type]  # it writes any buffer
         files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         _fault_point(name)
-    return {"name": folder.name, "count": len(cols.ids), "files": files}
+    record: dict[str, Any] = {"name": folder.name, "count": len(cols.ids), "files": files}
+    if rerank is not None:
+        for name, view in _rerank_payloads(rerank, len(cols.ids)):
+            atomic_write_bytes(folder / name, view)  # type: ignore[arg-type]
+            files[name] = {"bytes": len(view), "sha256": hashlib.sha256(view).hexdigest()}
+        record["rerank"] = {"voxel": float(rerank.voxel)}
+    return record
 
 
 def _load_npy(path: Path, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -379,7 +427,7 @@ def _load_npy(path: Path, shape: tuple[int, ...], dtype: str) -> np.ndarray:
 def _read_segment(root: Path, record: dict[str, Any], dim: int, verify: bool) -> _Columns:
     folder = root / SEGMENTS / str(record["name"])
     n = int(record["count"])
-    for name in SEGMENT_FILES:
+    for name in (*SEGMENT_FILES, *(f for f in RERANK_FILES if f in record["files"])):
         path = folder / name
         want = record["files"][name]
         try:
@@ -495,6 +543,11 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             for f in SEGMENT_FILES:
                 int(s["files"][f]["bytes"])
                 str(s["files"][f]["sha256"])
+            if "rerank" in s:
+                float(s["rerank"]["voxel"])
+                for f in RERANK_FILES:
+                    int(s["files"][f]["bytes"])
+                    str(s["files"][f]["sha256"])
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, DatabaseCorruptError):
             raise
@@ -537,6 +590,7 @@ class PlaceDatabase:
         self.index_kind = index
         self.backend = backend
         self._index: SearchIndex | None = None
+        self._rerank: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # -------------------------------------------------------------- construction
     @classmethod
@@ -549,9 +603,11 @@ class PlaceDatabase:
         entries: Sequence[Entry] = (),
         index: str = "auto",
         backend: str = "auto",
+        rerank: RerankPoints | None = None,
     ) -> PlaceDatabase:
-        """Create a database at ``path`` (optionally with initial entries), atomically: it is
-        assembled in a temporary folder beside ``path`` and renamed into place.
+        """Create a database at ``path`` (optionally with initial entries and their
+        re-ranking clouds ``rerank``), atomically: it is assembled in a temporary folder
+        beside ``path`` and renamed into place.
 
         Raises:
             DatabaseExistsError: ``path`` exists (a database is never overwritten).
@@ -573,7 +629,9 @@ class PlaceDatabase:
         try:
             (tmp / SEGMENTS).mkdir()
             (tmp / LOCK).touch()
-            segments = [_write_segment(tmp / SEGMENTS / "000001", cols)] if len(entries) else []
+            segments = (
+                [_write_segment(tmp / SEGMENTS / "000001", cols, rerank)] if len(entries) else []
+            )
             _fsync_dir(tmp / SEGMENTS)
             created = _now()
             manifest = _manifest(dim, model, segments, cols.descriptors, 1, created)
@@ -700,6 +758,50 @@ class PlaceDatabase:
             path=c.paths[i],
         )
 
+    def rerank_points(self, i: int, voxel: float) -> np.ndarray | None:
+        """Entry ``i``'s stored re-ranking cloud ((M, 3) float64, :class:`RerankPoints`)
+        when its segment holds one downsampled with ``voxel``; None otherwise (older
+        databases, another voxel, or none stored for it: use the entry's file).
+
+        Raises:
+            DatabaseCorruptError: the segment's re-ranking files are malformed.
+        """
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range [0, {len(self)})")
+        start = 0
+        for seg in self._manifest["segments"]:
+            n = int(seg["count"])
+            if i < start + n:
+                break
+            start += n
+        info = seg.get("rerank")
+        if info is None or float(info["voxel"]) != float(voxel):
+            return None
+        points, offsets = self._rerank_segment(str(seg["name"]), n)
+        a, b = int(offsets[i - start]), int(offsets[i - start + 1])
+        return np.asarray(points[a:b], np.float64) if b > a else None
+
+    def _rerank_segment(self, name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(points (P, 3) <f4 memory-mapped, offsets (n + 1,)) of segment ``name``."""
+        hit = self._rerank.get(name)
+        if hit is not None:
+            return hit
+        folder = self.root / SEGMENTS / name
+        try:
+            points = np.load(folder / RERANK_FILES[0], mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DatabaseCorruptError(folder / RERANK_FILES[0], f"not readable ({e})") from None
+        if points.ndim != 2 or points.shape[1:] != (3,) or points.dtype != np.dtype("<f4"):
+            raise DatabaseCorruptError(
+                folder / RERANK_FILES[0],
+                f"expected <f4 (P, 3), found {points.dtype} {points.shape}",
+            )
+        offsets = _load_npy(folder / RERANK_FILES[1], (n + 1,), "<i8")
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(points):
+            raise DatabaseCorruptError(folder / RERANK_FILES[1], "offsets do not index the points")
+        self._rerank[name] = (points, offsets)
+        return points, offsets
+
     def entries(self) -> Iterable[Entry]:
         return (self.entry(i) for i in range(len(self)))
 
@@ -733,10 +835,16 @@ class PlaceDatabase:
         PlaceDatabase.open(self.root, verify=True)
 
     # -------------------------------------------------------------- append
-    def add(self, descriptors: np.ndarray, entries: Sequence[Entry]) -> None:
-        """Append ``entries`` with their (n, D) unit ``descriptors``, crash-safely (module
-        doc); a no-op for n = 0. Another process's append since this one was opened is
-        kept (the manifest is re-read under the lock).
+    def add(
+        self,
+        descriptors: np.ndarray,
+        entries: Sequence[Entry],
+        rerank: RerankPoints | None = None,
+    ) -> None:
+        """Append ``entries`` with their (n, D) unit ``descriptors`` (and their re-ranking
+        clouds ``rerank``), crash-safely (module doc); a no-op for n = 0. Another
+        process's append since this one was opened is kept (the manifest is re-read under
+        the lock).
 
         Raises:
             DatabaseInputError: bad descriptors or entries, or an id already present.
@@ -756,7 +864,7 @@ class PlaceDatabase:
             self._clean(m)
             _fault_point("cleaned")
             generation = int(m["generation"]) + 1
-            record = _write_segment(self.root / SEGMENTS / f"{generation:06d}", new)
+            record = _write_segment(self.root / SEGMENTS / f"{generation:06d}", new, rerank)
             _fsync_dir(self.root / SEGMENTS)
             cols = _Columns.concat([self._cols, new], self.dim)
             manifest = _manifest(

@@ -1,7 +1,9 @@
 """From point-cloud files to a place database, and from a scan to ranked places.
 
 * :func:`load_embedder` loads a model (registered name or checkpoint) with its data scale;
-  :meth:`Embedder.embed` runs the model's own input pipeline (``HOTFormerLoc.embed``).
+  :meth:`Embedder.embed` runs the model's own input pipeline (``HOTFormerLoc.embed``);
+  :func:`embed_files` / :func:`embed_places` embed files in batches, optionally with loader
+  worker processes reading and building octrees while the forward pass runs.
 * :func:`scan_places` lists the places of a benchmark folder or of a plain folder of clouds;
   :func:`build_database` / :func:`add_places` embed them into a :class:`PlaceDatabase`.
 * :class:`Localizer` answers "where was this scan taken": embed, search top-k, optionally
@@ -14,20 +16,25 @@ torch is imported on first use, so importing this module stays light.
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hotformerloc.errors import HotformerlocError
 from hotformerloc.index.database import (
     DatabaseError,
     DatabaseInputError,
     Entry,
     ModelInfo,
     PlaceDatabase,
+    RerankPoints,
 )
 from hotformerloc.index.search import SearchFilter
 from hotformerloc.io import FORMATS, LayoutFileError, read_pointcloud
@@ -37,7 +44,8 @@ from hotformerloc.io.poses import read_poses_csv as read_pose_table
 from hotformerloc.io.splits import SPLIT_FILE
 
 if TYPE_CHECKING:
-    from hotformerloc.index.rerank import RerankConfig, Verification
+    from hotformerloc.index.rerank import PreparedCloud, RerankConfig, Verification
+    from hotformerloc.octree import Octree
 
 #: Seed of the weights of an untrained registered model (reproducible across processes).
 UNTRAINED_SEED = 0
@@ -54,6 +62,30 @@ class QueryError(DatabaseError):
 
 
 # ---------------------------------------------------------------------------- the model
+def _batch_octree(
+    clouds: Sequence[np.ndarray], names: Sequence[str], config: Any, device: Any = "cpu"
+) -> Octree:
+    """The model's input octree of a batch of metric clouds ((M_b, 3) float, own frames):
+    :func:`hotformerloc.model.build_input_octree` after checking that each is an (N, 3)
+    float array. Needs no model, so loader workers can run it.
+
+    Raises:
+        OctreeInputError: a cloud is empty, non-finite or malformed (named).
+    """
+    import torch
+
+    from hotformerloc.model import build_input_octree
+    from hotformerloc.octree import OctreeInputError
+
+    tensors = []
+    for c, name in zip(clouds, names, strict=True):
+        a = np.asarray(c)
+        if a.ndim != 2 or a.shape[1:] != (3,) or not np.issubdtype(a.dtype, np.floating):
+            raise OctreeInputError(name, f"expected (N, 3) float points, got {a.dtype} {a.shape}")
+        tensors.append(torch.from_numpy(np.ascontiguousarray(a, np.float32)))
+    return build_input_octree(tensors, config, device, names)
+
+
 class Embedder:
     """A model in eval mode with its identity (:class:`ModelInfo`; ``file_sha256``: the
     SHA-256 of the checkpoint file it was loaded from, None for untrained weights); the
@@ -62,50 +94,76 @@ class Embedder:
     ``db build``/``add``, ``query``)."""
 
     def __init__(
-        self, model: Any, info: ModelInfo, device: str = "cpu", file_sha256: str | None = None
+        self,
+        model: Any,
+        info: ModelInfo,
+        device: str = "cpu",
+        file_sha256: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         from hotformerloc.model import resolve_device
+        from hotformerloc.model.precision import PrecisionWarning, resolve_precision
 
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
         self.file_sha256 = file_sha256
+        #: The precision used (:class:`~hotformerloc.model.precision.PrecisionChoice`);
+        #: its ``note`` says why a bf16 request runs in fp32. bf16 is checked on the first
+        #: batch: below ``MIN_BF16_COSINE`` to fp32 the embedder falls back to fp32.
+        self.precision = resolve_precision(precision, self.device)
+        self._checked = self.precision.name == "fp32"
+        if self.precision.note:
+            warnings.warn(self.precision.note, PrecisionWarning, stacklevel=2)
 
     @property
     def dim(self) -> int:
         return int(self.model.config.output_dim)
 
     def embed(self, clouds: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
-        """(B, D) float32 unit descriptors of metric clouds ((M_b, 3) float, own frames).
+        """(B, D) float32 unit descriptors of metric clouds ((M_b, 3) float, own frames);
+        equal to ``HOTFormerLoc.embed`` (L2-normalised).
 
         Raises:
             OctreeInputError: a cloud is empty, non-finite or malformed (named by ``names``).
         """
+        if len(clouds) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        names = names if names is not None else [f"clouds[{i}]" for i in range(len(clouds))]
+        return self.embed_octree(_batch_octree(clouds, names, self.model.config, self.device))
+
+    def embed_octree(self, octree: Octree) -> np.ndarray:
+        """(B, D) float32 unit descriptors of the B clouds of an input octree built for this
+        model (``_batch_octree`` with its config; moved to the model's device if needed)."""
         import torch
         import torch.nn.functional as F
 
-        from hotformerloc.model import prepare_points
-        from hotformerloc.octree import OctreeInputError
+        from hotformerloc.model.precision import (
+            MIN_BF16_COSINE,
+            PrecisionChoice,
+            PrecisionWarning,
+            autocast,
+            bf16_cosine,
+        )
 
-        tensors = []
-        for i, c in enumerate(clouds):
-            name = names[i] if names is not None else f"clouds[{i}]"
-            a = np.asarray(c)
-            if a.ndim != 2 or a.shape[1:] != (3,) or not np.issubdtype(a.dtype, np.floating):
-                raise OctreeInputError(
-                    name, f"expected (N, 3) float points, got {a.dtype} {a.shape}"
+        if octree.device != self.device:
+            octree = octree.to(self.device)
+        if not self._checked:
+            self._checked = True
+            cosine = bf16_cosine(self.model, octree)
+            if cosine < MIN_BF16_COSINE:
+                note = (
+                    f"bf16 descriptors reach cosine {cosine:.5f} to fp32 "
+                    f"(< {MIN_BF16_COSINE}): running in fp32"
                 )
-            t = torch.from_numpy(np.ascontiguousarray(a, np.float32))
-            prepare_points(t, self.model.config, name)  # raises naming this cloud
-            tensors.append(t.to(self.device))
-        if not tensors:
-            return np.zeros((0, self.dim), np.float32)
-        with torch.inference_mode():
-            out = self.model.embed(tensors)
+                self.precision = PrecisionChoice(torch.float32, "bf16", note)
+                warnings.warn(note, PrecisionWarning, stacklevel=2)
+        with torch.inference_mode(), autocast(self.precision.dtype, self.device):
+            out = self.model(octree)
         return F.normalize(out.float(), dim=1).cpu().numpy()
 
 
-def load_embedder(spec: str | Path, device: str = "cpu") -> Embedder:
+def load_embedder(spec: str | Path, device: str = "cpu", precision: str = "fp32") -> Embedder:
     """The model ``spec`` (registered name: untrained weights from seed
     :data:`UNTRAINED_SEED`; or checkpoint file) via
     :func:`hotformerloc.model.checkpoint.load_model`, with its :class:`ModelInfo`.
@@ -128,7 +186,7 @@ def load_embedder(spec: str | Path, device: str = "cpu") -> Embedder:
         spec=str(spec) if registered else str(Path(spec).resolve()),
         data_scale=model.config.input_scale,
     )
-    return Embedder(model, info, device, None if ck is None else ck.sha256)
+    return Embedder(model, info, device, None if ck is None else ck.sha256, precision)
 
 
 # ---------------------------------------------------------------------------- data folders
@@ -257,29 +315,133 @@ def scan_places(
     return _folder_places(root, source or "ground", world, sequence)
 
 
-def embed_places(
+#: Batches each loader worker prepares ahead of the forward pass (:func:`embed_files`).
+PREFETCH = 2
+#: Loader workers of ``db build``/``add`` and ``embed`` without ``--workers``: none (on 2
+#: CPUs the forward pass keeps both busy and workers measured no faster; docs/database.md
+#: "Build throughput").
+EMBED_WORKERS = 0
+
+
+class _PlaceBatches:
+    """Batch ``i`` of ``paths`` (``batch`` files, read as ``fmt``, None: by extension) ->
+    its input octree (``_batch_octree`` on ``device``), or the named error reading or
+    preparing it raised: a worker returns the error, so that the caller re-raises that very
+    error, not the loader's wrapper. Picklable (a DataLoader dataset)."""
+
+    def __init__(
+        self, paths: Sequence[str], batch: int, config: Any, device: Any, fmt: str | None
+    ) -> None:
+        self.paths = list(paths)
+        self.batch = batch
+        self.config = config
+        self.device = device
+        self.fmt = fmt
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch)
+
+    def __getitem__(self, i: int) -> Octree | HotformerlocError:
+        from hotformerloc.io import PointCloudError
+        from hotformerloc.octree import OctreeInputError
+
+        paths = self.paths[i * self.batch : (i + 1) * self.batch]
+        try:
+            clouds = [read_pointcloud(p, self.fmt).xyz for p in paths]
+            return _batch_octree(clouds, paths, self.config, self.device)
+        except (PointCloudError, OctreeInputError) as e:
+            return e
+
+
+def _keep(item: Any) -> Any:
+    """The loader's collate function: the dataset item as it is."""
+    return item
+
+
+def _worker_init(_: int) -> None:
+    """One torch thread per loader worker (the forward pass owns the other threads)."""
+    import torch
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(1)
+
+
+def _octrees(
+    batches: _PlaceBatches, workers: int
+) -> Generator[Octree | HotformerlocError, None, None]:
+    """The items of ``batches`` in order: in-process (``workers`` 0) or from a DataLoader
+    of ``workers`` processes, each ``PREFETCH`` batches ahead."""
+    if workers == 0 or len(batches) == 0:
+        yield from (batches[i] for i in range(len(batches)))
+        return
+    from torch.utils.data import DataLoader
+
+    loader: DataLoader[Octree | HotformerlocError] = DataLoader(
+        batches,  # type: ignore[arg-type]  # torch stubs: a Dataset subclass
+        batch_size=None,
+        collate_fn=_keep,
+        num_workers=min(workers, len(batches)),
+        prefetch_factor=PREFETCH,
+        persistent_workers=False,
+        worker_init_fn=_worker_init,
+    )
+    yield from loader
+
+
+def embed_files(
     embedder: Embedder,
-    entries: Sequence[Entry],
+    paths: Sequence[str | Path],
     batch: int = 8,
     progress: Progress | None = None,
+    workers: int = 0,
+    fmt: str | None = None,
 ) -> np.ndarray:
-    """(N, D) float32 unit descriptors of the entries' cloud files, ``batch`` at a time.
+    """(N, D) float32 unit descriptors of point-cloud files (read as ``fmt``; None: by
+    extension), ``batch`` clouds per forward pass; ``progress(done, N)`` after each.
+
+    ``workers`` 0 reads and prepares each batch in this process; N > 0 processes read the
+    files, prepare the clouds and build the batches' octrees (on the CPU, one torch thread
+    each) while this process runs the forward pass. The descriptors are the same either
+    way (and equal to :meth:`Embedder.embed` on the same batches).
 
     Raises:
+        DatabaseInputError: ``batch`` < 1 or ``workers`` < 0.
         PointCloudError: a file is missing or unreadable (named).
         OctreeInputError: a cloud is unusable by the model (named).
     """
     if batch < 1:
         raise DatabaseInputError(f"batch must be >= 1, got {batch}")
+    if workers < 0:
+        raise DatabaseInputError(f"workers must be >= 0, got {workers}")
+    names = [str(p) for p in paths]
+    device = embedder.device if workers == 0 else "cpu"
+    batches = _PlaceBatches(names, batch, embedder.model.config, device, fmt)
     out = [np.zeros((0, embedder.dim), np.float32)]
-    for a in range(0, len(entries), batch):
-        chunk = entries[a : a + batch]
-        paths = [str(e.path) for e in chunk]
-        clouds = [read_pointcloud(p).xyz for p in paths]
-        out.append(embedder.embed(clouds, paths))
-        if progress is not None:
-            progress(a + len(chunk), len(entries))
+    done = 0
+    items = _octrees(batches, workers)
+    try:
+        for item in items:
+            if isinstance(item, HotformerlocError):
+                raise item
+            out.append(embedder.embed_octree(item))
+            done += item.batch_size
+            if progress is not None:
+                progress(done, len(names))
+    finally:
+        items.close()  # shuts the workers down now, also on an error
     return np.concatenate(out)
+
+
+def embed_places(
+    embedder: Embedder,
+    entries: Sequence[Entry],
+    batch: int = 8,
+    progress: Progress | None = None,
+    workers: int = 0,
+) -> np.ndarray:
+    """(N, D) float32 unit descriptors of the entries' cloud files: :func:`embed_files`
+    with ``batch`` and ``workers`` (same errors)."""
+    return embed_files(embedder, [str(e.path) for e in entries], batch, progress, workers)
 
 
 def build_database(
@@ -288,8 +450,12 @@ def build_database(
     entries: Sequence[Entry],
     batch: int = 8,
     progress: Progress | None = None,
+    workers: int = 0,
+    rerank_data: bool = True,
 ) -> PlaceDatabase:
-    """Embed ``entries`` and create a database at ``out`` with them (atomically).
+    """Embed ``entries`` (:func:`embed_places`: ``batch`` clouds per forward pass, ``workers``
+    loader processes) and create a database at ``out`` with them (atomically); with
+    ``rerank_data`` their re-ranking clouds are stored too (:func:`rerank_points`).
 
     Raises:
         DatabaseExistsError: ``out`` exists (checked before embedding, and again at the end).
@@ -298,8 +464,9 @@ def build_database(
 
     if Path(out).exists():
         raise DatabaseExistsError(f"{out}: already exists (refusing to overwrite it)")
-    desc = embed_places(embedder, entries, batch, progress)
-    return PlaceDatabase.create(out, embedder.dim, embedder.info, desc, entries)
+    desc = embed_places(embedder, entries, batch, progress, workers)
+    pts = rerank_points(entries) if rerank_data else None
+    return PlaceDatabase.create(out, embedder.dim, embedder.info, desc, entries, rerank=pts)
 
 
 def add_places(
@@ -308,8 +475,12 @@ def add_places(
     entries: Sequence[Entry],
     batch: int = 8,
     progress: Progress | None = None,
+    workers: int = 0,
+    rerank_data: bool = True,
 ) -> int:
-    """Embed ``entries`` and append them to ``db``; returns how many were added.
+    """Embed ``entries`` (:func:`embed_places` with ``batch`` and ``workers``) and append
+    them to ``db`` (with their re-ranking clouds when ``rerank_data``, as
+    :func:`build_database`); returns how many were added.
 
     Raises:
         ModelMismatchError: ``embedder`` is not the database's model.
@@ -320,12 +491,38 @@ def add_places(
     if taken:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
         raise DatabaseInputError(f"{db.root}: entry {taken[0]!r}{more} already in the database")
-    desc = embed_places(embedder, entries, batch, progress)
-    db.add(desc, entries)
+    desc = embed_places(embedder, entries, batch, progress, workers)
+    db.add(desc, entries, rerank_points(entries) if rerank_data else None)
     return len(entries)
 
 
-def database_embedder(db: PlaceDatabase, model: str | None = None, device: str = "cpu") -> Embedder:
+def rerank_points(entries: Sequence[Entry], config: RerankConfig | None = None) -> RerankPoints:
+    """The entries' clouds downsampled for re-ranking (``hotformerloc.index.rerank.
+    downsample`` with ``config``, default ``RerankConfig()``), to store with them; None for
+    an entry without a file or whose cloud re-ranking rejects (its file is then used, and
+    the error reported, at query time).
+
+    Raises:
+        PointCloudError: a file is unreadable.
+    """
+    from hotformerloc.index.rerank import RerankConfig, RerankInputError, downsample
+
+    cfg = config or RerankConfig()
+    points: list[np.ndarray | None] = []
+    for e in entries:
+        p = None
+        if e.path is not None:
+            try:
+                p = downsample(read_pointcloud(e.path).xyz, cfg, e.id)
+            except RerankInputError:
+                p = None
+        points.append(p)
+    return RerankPoints(cfg.voxel, points)
+
+
+def database_embedder(
+    db: PlaceDatabase, model: str | None = None, device: str = "cpu", precision: str = "fp32"
+) -> Embedder:
     """The model ``db`` was built with: loaded from its schema's ``spec``, or from ``model``
     (a registered name or checkpoint elsewhere), and checked against the schema.
 
@@ -342,7 +539,7 @@ def database_embedder(db: PlaceDatabase, model: str | None = None, device: str =
             f"{db.root}: its model checkpoint {spec} is missing; give a copy of it "
             "(--model / model=)"
         )
-    embedder = load_embedder(spec, device)
+    embedder = load_embedder(spec, device, precision)
     db.check_model(embedder.info)
     return embedder
 
@@ -437,7 +634,12 @@ class Localizer:
         db: the database.
         embedder: its model (checked: :class:`ModelMismatchError` otherwise).
         rerank_config: verification settings for ``rerank=True`` (default ``RerankConfig()``).
+
+    Re-ranking keeps the prepared clouds of the last :attr:`cache_size` candidates, so
+    repeated queries of one process reuse their search state.
     """
+
+    cache_size = 256
 
     def __init__(
         self, db: PlaceDatabase, embedder: Embedder, rerank_config: RerankConfig | None = None
@@ -446,6 +648,7 @@ class Localizer:
         self.db = db
         self.embedder = embedder
         self.rerank_config = rerank_config
+        self._prepared: OrderedDict[tuple[int, RerankConfig], PreparedCloud] = OrderedDict()
 
     @classmethod
     def open(
@@ -455,16 +658,17 @@ class Localizer:
         device: str = "cpu",
         index: str = "auto",
         backend: str = "auto",
+        precision: str = "fp32",
     ) -> Localizer:
         """Open the database at ``path`` and load its model (from its schema, or ``model``:
-        a registered name or checkpoint, which must be the same model).
+        a registered name or checkpoint, which must be the same model) in ``precision``.
 
         Raises:
             DatabaseError: as :meth:`PlaceDatabase.open`; the schema's checkpoint is gone.
             ModelMismatchError: ``model`` is another model.
         """
         db = PlaceDatabase.open(path, index=index, backend=backend)
-        loc = cls(db, database_embedder(db, model, device))
+        loc = cls(db, database_embedder(db, model, device, precision))
         db.search_index()  # built here, so query timings measure the search alone
         return loc
 
@@ -526,8 +730,10 @@ class Localizer:
         verifications: list[Verification | None] = [None] * len(hits)
         order = list(range(len(hits)))
         if rerank and hits:
-            verified = list(self._verify(np.asarray(cloud), name, entries))
-            order = sorted(order, key=lambda j: -verified[j].fitness)
+            from hotformerloc.index.rerank import order_of
+
+            verified = self._verify(np.asarray(cloud), name, [i for i, _ in hits])
+            order = list(order_of(verified))
             verifications = list(verified)
         t3 = time.perf_counter()
         candidates = []
@@ -539,21 +745,44 @@ class Localizer:
             name, tuple(candidates), Timings(0.0, t1 - t0, t2 - t1, t3 - t2 if rerank else 0.0)
         )
 
-    def _verify(self, cloud: np.ndarray, name: str, entries: list[Entry]) -> list[Verification]:
-        from hotformerloc.index.rerank import RerankConfig, verify
-        from hotformerloc.io import PointCloudError
+    def _verify(self, cloud: np.ndarray, name: str, rows: list[int]) -> list[Verification]:
+        """Verify ``cloud`` against the entries ``rows`` together (``verify_many``); each
+        candidate comes from the database's stored re-ranking cloud when it has one for this
+        config, else from its file, and is kept (:attr:`cache_size` most recent)."""
+        from hotformerloc.index.rerank import RerankConfig, RerankInputError, prepare, verify_many
 
         config = self.rerank_config or RerankConfig()
-        out = []
-        for e in entries:
-            if e.path is None:
-                raise QueryError(f"candidate {e.id!r} has no cloud file: cannot re-rank")
-            try:
-                candidate = read_pointcloud(e.path).xyz
-            except PointCloudError as err:
-                raise QueryError(f"candidate {e.id!r}: {err}") from None
-            try:
-                out.append(verify(cloud, candidate, config))
-            except ValueError as err:
-                raise QueryError(f"re-ranking {name} against {e.id!r} ({e.path}): {err}") from None
-        return out
+        try:
+            query = prepare(cloud, config, name)
+        except RerankInputError as err:
+            raise QueryError(f"re-ranking {name}: {err}") from None
+        return verify_many(query, [self._candidate(i, config) for i in rows], config)
+
+    def _candidate(self, row: int, config: RerankConfig) -> PreparedCloud:
+        from hotformerloc.index.rerank import RerankInputError, prepare
+        from hotformerloc.io import PointCloudError
+
+        key = (row, config)
+        hit = self._prepared.get(key)
+        if hit is not None:
+            self._prepared.move_to_end(key)
+            return hit
+        e = self.db.entry(row)
+        stored = self.db.rerank_points(row, config.voxel)
+        try:
+            if stored is not None:
+                prepared = prepare(stored, config, e.id, downsampled=True)
+            else:
+                if e.path is None:
+                    raise QueryError(f"candidate {e.id!r} has no cloud file: cannot re-rank")
+                try:
+                    raw = read_pointcloud(e.path).xyz
+                except PointCloudError as err:
+                    raise QueryError(f"candidate {e.id!r}: {err}") from None
+                prepared = prepare(raw, config, e.id)
+        except RerankInputError as err:
+            raise QueryError(f"re-ranking against {e.id!r} ({e.path}): {err}") from None
+        self._prepared[key] = prepared
+        while len(self._prepared) > self.cache_size:
+            self._prepared.popitem(last=False)
+        return prepared

@@ -15,6 +15,14 @@ steps (``docs/reranking.md``):
    an aerial view drifts upwards, into the aerial cloud's denser upper layers). The
    hypothesis with the best fitness wins.
 
+Speed (``docs/reranking.md``, "Speed"): with ``coarse_factor`` > 1 the coarse search
+first runs on cells ``coarse_factor`` times larger, for all candidates of a query at once,
+and only the best ``coarse_yaws`` yaws (with their neighbours) are searched again at full
+resolution; each candidate's best hypothesis gets a cheap *coarse fitness* (the share of
+query points falling in an occupied ``inlier_distance`` voxel of the candidate), and only
+the ``refine_top`` candidates with the highest coarse fitness get GICP. The others are
+returned unrefined (``Verification.refined`` False) and rank after every refined one.
+
 Frames: ``Verification.pose`` maps query-frame points into the candidate frame,
 ``p_candidate = pose[:3, :3] @ p_query + pose[:3, 3]``. With submap poses ``T_q``, ``T_c``
 (submap frame -> world) the true value is ``inv(T_c) @ T_q``.
@@ -26,13 +34,12 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import small_gicp
-from numpy.typing import NDArray
 from scipy import fft
-from scipy.spatial import cKDTree
 
 from hotformerloc.config import require
 from hotformerloc.errors import HotformerlocError
@@ -48,9 +55,12 @@ __all__ = [
     "RerankResult",
     "RerankRetriever",
     "Verification",
+    "downsample",
+    "order_of",
     "prepare",
     "rerank",
     "verify",
+    "verify_many",
     "verify_prepared",
     "yaw_of",
 ]
@@ -88,7 +98,13 @@ class RerankConfig:
     * ``inlier_distance``: a query point is an inlier when a candidate point lies within
       this distance after alignment (fitness = inlier fraction);
     * ``min_points``: fewest points a cloud may have after downsampling;
-    * ``num_threads``: GICP threads.
+    * ``num_threads``: threads of GICP, covariance estimation and the batched FFTs;
+    * ``coarse_factor``: the coarse search first scores every yaw on cells this many times
+      ``bev_cell`` (1: off, every yaw at ``bev_cell``, the reference search);
+    * ``coarse_yaws``: yaws (local maxima, best first) of that first pass searched again at
+      ``bev_cell``, each with its two grid neighbours;
+    * ``refine_top``: candidates per query given GICP, those with the highest coarse
+      fitness (0: all, the reference); the others are returned unrefined.
     """
 
     voxel: float = 0.5
@@ -108,6 +124,9 @@ class RerankConfig:
     inlier_distance: float = 1.0
     min_points: int = 20
     num_threads: int = 1
+    coarse_factor: int = 2
+    coarse_yaws: int = 3
+    refine_top: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gicp_distances", tuple(float(d) for d in self.gicp_distances))
@@ -170,14 +189,35 @@ class RerankConfig:
         require(
             self.num_threads >= 1, f"RerankConfig.num_threads must be >= 1, got {self.num_threads}"
         )
+        require(
+            self.coarse_factor >= 1,
+            f"RerankConfig.coarse_factor must be >= 1, got {self.coarse_factor}",
+        )
+        require(
+            self.coarse_yaws >= 1, f"RerankConfig.coarse_yaws must be >= 1, got {self.coarse_yaws}"
+        )
+        require(
+            self.refine_top >= 0, f"RerankConfig.refine_top must be >= 0, got {self.refine_top}"
+        )
 
     @property
     def grid_size(self) -> int:
         """Side (cells) of the FFT grid: images span ``2 * bev_radius``, and shifts up to
         ``max_translation`` must not wrap around."""
-        half = math.ceil(self.bev_radius / self.bev_cell)
-        shift = math.ceil(self.max_translation / self.bev_cell)
-        return int(fft.next_fast_len(2 * half + shift + 1, real=True))
+        return _grid(self, self.bev_cell)
+
+    @property
+    def reference(self) -> RerankConfig:
+        """This config with the speed-ups off (``coarse_factor=1``, ``refine_top=0``):
+        every yaw searched at ``bev_cell``, every candidate refined."""
+        return replace(self, coarse_factor=1, refine_top=0)
+
+
+def _grid(config: RerankConfig, cell: float) -> int:
+    """FFT grid side (cells) for BEV images of ``cell`` metres (see ``grid_size``)."""
+    half = math.ceil(config.bev_radius / cell)
+    shift = math.ceil(config.max_translation / cell)
+    return int(fft.next_fast_len(2 * half + shift + 1, real=True))
 
 
 @dataclass(frozen=True)
@@ -189,7 +229,11 @@ class Verification:
     * ``rmse``: m, root-mean-square distance of those inliers (``inf`` without inliers);
     * ``pose``: (4, 4) float64, maps query-frame points into the candidate submap frame;
     * ``yaw_deg``: yaw of ``pose`` (rotation about +z), degrees in (-180, 180];
-    * ``converged``: the last GICP stage met its convergence criteria.
+    * ``converged``: the last GICP stage met its convergence criteria;
+    * ``refined``: GICP ran. When False (pruned, ``RerankConfig.refine_top``), ``pose``
+      is the coarse pose, ``fitness`` the coarse fitness (share of query points in an
+      occupied ``inlier_distance`` voxel of the candidate), ``rmse`` inf, ``converged``
+      False; such a verification ranks after every refined one.
     """
 
     fitness: float
@@ -197,29 +241,54 @@ class Verification:
     pose: np.ndarray
     yaw_deg: float
     converged: bool
+    refined: bool = True
 
 
-@dataclass(frozen=True, eq=False)
 class PreparedCloud:
-    """A cloud downsampled and indexed once for any number of verifications.
+    """A cloud downsampled once for any number of verifications, as a query or a candidate.
 
     ``points``: (M, 3) float64 in the cloud's own frame; ``radius``: largest horizontal
-    distance of a point from the origin (m); the rest is private search state built by
-    :func:`prepare` for one :class:`RerankConfig`.
+    distance of a point from the origin (m); ``config``: the :class:`RerankConfig` it was
+    made for. The search state (BEV spectra, cell floors, voxel keys, GICP covariances and
+    KD-tree) is private and built on first use, then kept: a cloud that stays pruned never
+    pays for its covariances.
     """
 
-    points: np.ndarray
-    radius: float
-    config: RerankConfig
-    _gicp: small_gicp.PointCloud = field(repr=False)
-    _tree: small_gicp.KdTree = field(repr=False)
-    _xyz_tree: cKDTree = field(repr=False)
-    _floor_keys: np.ndarray = field(repr=False)
-    _floor_z: np.ndarray = field(repr=False)
-    _bev_fft: np.ndarray = field(repr=False)
+    def __init__(self, points: np.ndarray, config: RerankConfig) -> None:
+        self.points = points
+        self.config = config
+        self.radius = float(np.sqrt(np.max(np.einsum("ij,ij->i", points[:, :2], points[:, :2]))))
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
+
+    def __repr__(self) -> str:
+        return f"PreparedCloud({len(self)} points, radius {self.radius:.1f} m)"
+
+    @cached_property
+    def _floor(self) -> tuple[np.ndarray, np.ndarray]:
+        return _cell_floor(self.points, self.config.bev_cell)
+
+    @cached_property
+    def _bev_fft(self) -> np.ndarray:
+        return fft.rfft2(_bev_target(self.points, self.radius, self.config, self.config.bev_cell))
+
+    @cached_property
+    def _bev_fft_coarse(self) -> np.ndarray:
+        cell = self.config.bev_cell * self.config.coarse_factor
+        return fft.rfft2(_bev_target(self.points, self.radius, self.config, cell))
+
+    @cached_property
+    def _voxel_keys(self) -> np.ndarray:
+        return np.unique(_voxel_key(self.points, self.config.inlier_distance))
+
+    @cached_property
+    def _gicp(self) -> tuple[small_gicp.PointCloud, small_gicp.KdTree]:
+        cfg = self.config
+        cloud = small_gicp.PointCloud(self.points)
+        tree = small_gicp.KdTree(cloud, num_threads=cfg.num_threads)
+        small_gicp.estimate_covariances(cloud, tree, cfg.num_neighbors, cfg.num_threads)
+        return cloud, tree
 
 
 def yaw_of(pose: np.ndarray) -> float:
@@ -262,14 +331,12 @@ def _rasterise(xy: np.ndarray, cell: float, half: int, size: int) -> np.ndarray:
     return occ.reshape(*xy.shape[:-2], size, size)
 
 
-def prepare(points: np.ndarray, config: RerankConfig, name: str = "cloud") -> PreparedCloud:
-    """Downsample and index ``points`` ((N, 3) float, metric, own frame) for
-    :func:`verify_prepared`, as a query or as a candidate.
+def downsample(points: np.ndarray, config: RerankConfig, name: str = "cloud") -> np.ndarray:
+    """(M, 3) float64: ``points`` ((N, 3) float, metric) checked and voxel-downsampled as
+    :func:`prepare` does; what a database may store per entry (``docs/database.md``).
 
     Raises:
-        RerankInputError: not an (N, 3) numeric array, empty, NaN/inf coordinates, or fewer
-            than ``config.min_points`` points after downsampling (the message names
-            ``name``).
+        RerankInputError: as :func:`prepare`.
     """
     p = _check_points(points, name)
     if config.voxel > 0:
@@ -279,43 +346,56 @@ def prepare(points: np.ndarray, config: RerankConfig, name: str = "cloud") -> Pr
             f"{name}: {p.shape[0]} point(s) after {config.voxel} m downsampling, "
             f"at least {config.min_points} needed"
         )
-    cloud = small_gicp.PointCloud(p)
-    tree = small_gicp.KdTree(cloud, num_threads=config.num_threads)
-    small_gicp.estimate_covariances(cloud, tree, config.num_neighbors, config.num_threads)
-    radius = float(np.sqrt(np.max(np.einsum("ij,ij->i", p[:, :2], p[:, :2]))))
-    floor = _cell_floor(p, config.bev_cell)
-    return PreparedCloud(
-        points=p,
-        radius=radius,
-        config=config,
-        _gicp=cloud,
-        _tree=tree,
-        _xyz_tree=cKDTree(p),
-        _floor_keys=floor[0],
-        _floor_z=floor[1],
-        _bev_fft=fft.rfft2(_bev_target(p, radius, config)),
-    )
+    return p
 
 
-def _bev_target(points: np.ndarray, radius: float, config: RerankConfig) -> np.ndarray:
-    """(S, S) float32 candidate image: occupancy minus its mean inside the disc of
-    ``radius`` (the candidate's footprint), zero outside, so query cells falling on empty
-    footprint cells cost and those outside it are neutral."""
-    size = config.grid_size
-    half = math.ceil(config.bev_radius / config.bev_cell)
-    occ = _rasterise(points[:, :2], config.bev_cell, half, size)
-    disc = _rasterise_disc(min(radius, config.bev_radius), config.bev_cell, size)
+def prepare(
+    points: np.ndarray, config: RerankConfig, name: str = "cloud", downsampled: bool = False
+) -> PreparedCloud:
+    """Downsample ``points`` ((N, 3) float, metric, own frame) for :func:`verify_prepared`
+    and :func:`verify_many`, as a query or as a candidate. With ``downsampled`` the points
+    are taken as the output of :func:`downsample` with the same ``voxel`` (checked, not
+    downsampled again).
+
+    Raises:
+        RerankInputError: not an (N, 3) numeric array, empty, NaN/inf coordinates, or fewer
+            than ``config.min_points`` points after downsampling (the message names
+            ``name``).
+    """
+    if downsampled:
+        p = _check_points(points, name)
+        if p.shape[0] < config.min_points:
+            raise RerankInputError(
+                f"{name}: {p.shape[0]} point(s), at least {config.min_points} needed"
+            )
+    else:
+        p = downsample(points, config, name)
+    return PreparedCloud(p, config)
+
+
+def _bev_target(points: np.ndarray, radius: float, config: RerankConfig, cell: float) -> np.ndarray:
+    """(S, S) float32 candidate image on ``cell``-metre cells: occupancy minus its mean
+    inside the disc of ``radius`` (the candidate's footprint), zero outside, so query cells
+    falling on empty footprint cells cost and those outside it are neutral."""
+    size = _grid(config, cell)
+    half = math.ceil(config.bev_radius / cell)
+    occ = _rasterise(points[:, :2], cell, half, size)
+    disc = _rasterise_disc(min(radius, config.bev_radius), cell, size)
     inside = occ[disc]
     return np.where(disc, occ - (inside.mean() if inside.size else 0.0), 0.0).astype(np.float32)
 
 
-def _bev_queries(points: np.ndarray, yaws: np.ndarray, config: RerankConfig) -> np.ndarray:
-    """(Y, S, S) float32 occupancy images of ``points`` rotated by each of ``yaws`` (rad)."""
+def _bev_queries(
+    points: np.ndarray, yaws: np.ndarray, config: RerankConfig, cell: float | None = None
+) -> np.ndarray:
+    """(Y, S, S) float32 occupancy images of ``points`` rotated by each of ``yaws`` (rad),
+    on ``cell``-metre cells (default ``bev_cell``)."""
+    cell = config.bev_cell if cell is None else cell
     c, s = np.cos(yaws), np.sin(yaws)
     rot = np.stack([np.stack([c, -s], 1), np.stack([s, c], 1)], 1)  # (Y, 2, 2)
     xy = points[None, :, :2] @ rot.transpose(0, 2, 1)  # (Y, N, 2)
-    half = math.ceil(config.bev_radius / config.bev_cell)
-    return _rasterise(xy, config.bev_cell, half, config.grid_size)
+    half = math.ceil(config.bev_radius / cell)
+    return _rasterise(xy, cell, half, _grid(config, cell))
 
 
 def _rasterise_disc(radius: float, cell: float, size: int) -> np.ndarray:
@@ -337,25 +417,40 @@ def _yaws(config: RerankConfig) -> np.ndarray:
     return np.arange(nyaw) * (2 * math.pi / nyaw)
 
 
-def _query_spectra(query: PreparedCloud, config: RerankConfig) -> np.ndarray:
+def _query_spectra(
+    query: PreparedCloud, config: RerankConfig, cell: float | None = None
+) -> np.ndarray:
     """(Y, S, S // 2 + 1) complex64: conjugate 2-D spectra of the query's occupancy image
-    rotated by each grid yaw; computed once per query, shared by its candidates."""
-    images = _bev_queries(query.points, _yaws(config), config)
-    return np.conj(fft.rfft2(images, axes=(1, 2)))
+    on ``cell``-metre cells (default ``bev_cell``) rotated by each grid yaw; computed once
+    per query, shared by its candidates."""
+    images = _bev_queries(query.points, _yaws(config), config, cell)
+    return np.conj(fft.rfft2(images, axes=(1, 2), workers=config.num_threads))
+
+
+def _allowed(config: RerankConfig, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """(shift per index (S,), (S, S) bool: shifts within ``max_translation``) on
+    ``cell``-metre cells."""
+    size = _grid(config, cell)
+    shift = np.fft.fftfreq(size, 1.0 / size)
+    reach = config.max_translation / cell
+    return shift, shift[:, None] ** 2 + shift[None, :] ** 2 <= reach * reach
 
 
 def _coarse(
-    spectra: np.ndarray, candidate: PreparedCloud, config: RerankConfig
+    spectra: np.ndarray,
+    candidate: PreparedCloud,
+    config: RerankConfig,
+    yaw_index: np.ndarray | None = None,
 ) -> list[tuple[float, float, float]]:
     """Up to ``num_hypotheses`` (yaw rad, tx m, ty m) at the best peaks of the BEV
-    cross-correlation (query spectra from :func:`_query_spectra`), best first."""
+    cross-correlation at ``bev_cell`` (query spectra from :func:`_query_spectra`), best
+    first, over the grid yaws ``yaw_index`` (default: all)."""
     size = config.grid_size
     yaws = _yaws(config)
     nyaw = yaws.shape[0]
-    corr = fft.irfft2(spectra * candidate._bev_fft[None], s=(size, size), axes=(1, 2))
-    shift = np.fft.fftfreq(size, 1.0 / size)
-    reach = config.max_translation / config.bev_cell
-    allowed = shift[:, None] ** 2 + shift[None, :] ** 2 <= reach * reach
+    idx = np.arange(nyaw) if yaw_index is None else np.asarray(yaw_index, np.int64)
+    corr = fft.irfft2(spectra[idx] * candidate._bev_fft[None], s=(size, size), axes=(1, 2))
+    shift, allowed = _allowed(config, config.bev_cell)
     corr = np.where(allowed[None], corr, -np.inf)
     out: list[tuple[float, float, float]] = []
     yaw_gap = max(1, round(2 * config.yaw_step_deg / (360.0 / nyaw)))
@@ -363,14 +458,49 @@ def _coarse(
         flat = int(np.argmax(corr))
         if not np.isfinite(corr.flat[flat]):
             break
-        y, i, j = np.unravel_index(flat, corr.shape)
+        r, i, j = np.unravel_index(flat, corr.shape)
+        y = int(idx[r])
         out.append(
             (float(yaws[y]), float(shift[i]) * config.bev_cell, float(shift[j]) * config.bev_cell)
         )
-        dy = np.abs((np.arange(nyaw) - y + nyaw // 2) % nyaw - nyaw // 2) <= yaw_gap
+        dy = np.abs((idx - y + nyaw // 2) % nyaw - nyaw // 2) <= yaw_gap
         di = np.abs((np.arange(size) - i + size // 2) % size - size // 2) <= 3
         dj = np.abs((np.arange(size) - j + size // 2) % size - size // 2) <= 3
         corr[np.ix_(dy, di, dj)] = -np.inf
+    return out
+
+
+#: Candidates per batched coarse-level FFT (bounds the memory of one call).
+_COARSE_CHUNK = 8
+
+
+def _coarse_yaws(
+    spectra_coarse: np.ndarray, candidates: Sequence[PreparedCloud], config: RerankConfig
+) -> list[np.ndarray]:
+    """Per candidate, the grid yaw indices to search at ``bev_cell``: the ``coarse_yaws``
+    best yaw local maxima of the coarse-level correlation (one batched FFT over
+    candidates x yaws), each with its two neighbours."""
+    cell = config.bev_cell * config.coarse_factor
+    size = _grid(config, cell)
+    _, allowed = _allowed(config, cell)
+    nyaw = spectra_coarse.shape[0]
+    out: list[np.ndarray] = []
+    for a in range(0, len(candidates), _COARSE_CHUNK):
+        chunk = candidates[a : a + _COARSE_CHUNK]
+        targets = np.stack([c._bev_fft_coarse for c in chunk])
+        corr = fft.irfft2(
+            spectra_coarse[None] * targets[:, None],
+            s=(size, size),
+            axes=(2, 3),
+            workers=config.num_threads,
+        )
+        score = np.where(allowed, corr, -np.inf).max(axis=(2, 3))  # (n, Y)
+        for row in score:
+            is_max = (row >= np.roll(row, 1)) & (row >= np.roll(row, -1))
+            peaks = np.flatnonzero(is_max)
+            best = peaks[np.argsort(-row[peaks], kind="stable")[: config.coarse_yaws]]
+            sel = (best[:, None] + np.array([-1, 0, 1])[None]) % nyaw
+            out.append(np.unique(sel))
     return out
 
 
@@ -385,15 +515,31 @@ def _cell_floor(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray
     return uniq, low
 
 
+def _voxel_key(points: np.ndarray, cell: float) -> np.ndarray:
+    """(N,) int64 key of each point's ``cell`` voxel (21 bits per axis, wrapping)."""
+    ijk = (np.floor(points / cell).astype(np.int64) + (1 << 20)) & ((1 << 21) - 1)
+    return (ijk[:, 0] << 42) | (ijk[:, 1] << 21) | ijk[:, 2]
+
+
+def _coarse_fitness(moved: np.ndarray, candidate: PreparedCloud, config: RerankConfig) -> float:
+    """Share of the query points ``moved`` (candidate frame) whose ``inlier_distance``
+    voxel holds a candidate point: a cheap stand-in for :func:`_fitness`."""
+    keys = candidate._voxel_keys
+    k = _voxel_key(moved, config.inlier_distance)
+    pos = np.minimum(np.searchsorted(keys, k), keys.shape[0] - 1)
+    return float(np.mean(keys[pos] == k))
+
+
 def _height_offset(moved: np.ndarray, candidate: PreparedCloud, config: RerankConfig) -> float:
     """Vertical offset (m) to add to the query points ``moved`` (M, 3, candidate frame):
     the ``height_quantile`` quantile, over the BEV cells both clouds occupy, of (candidate
     lowest z - query lowest z), clipped to ``max_height_offset``; 0 without shared cells."""
     qk, qlow = _cell_floor(moved, config.bev_cell)
-    common, qi, ci = np.intersect1d(qk, candidate._floor_keys, return_indices=True)
+    ck, cz = candidate._floor
+    common, qi, ci = np.intersect1d(qk, ck, return_indices=True)
     if common.size == 0:
         return 0.0
-    dz = candidate._floor_z[ci] - qlow[qi]
+    dz = cz[ci] - qlow[qi]
     off = float(np.quantile(dz, config.height_quantile))
     return float(np.clip(off, -config.max_height_offset, config.max_height_offset))
 
@@ -403,30 +549,52 @@ def _fitness(
 ) -> tuple[float, float]:
     """(inlier fraction of the query points under ``pose``, inlier RMSE m or inf)."""
     moved = query.points @ pose[:3, :3].T + pose[:3, 3]
-    d, _ = candidate._xyz_tree.query(moved, distance_upper_bound=config.inlier_distance)
-    inlier = np.isfinite(d)
+    _, sq = candidate._gicp[1].batch_nearest_neighbor_search(moved, config.num_threads)
+    d2 = np.asarray(sq, np.float64)
+    inlier = d2 <= config.inlier_distance**2
     n = int(inlier.sum())
-    rmse = math.sqrt(float(np.mean(d[inlier] ** 2))) if n else math.inf
+    rmse = math.sqrt(float(np.mean(d2[inlier]))) if n else math.inf
     return n / len(query), rmse
 
 
-def _verify(
-    query: PreparedCloud, candidate: PreparedCloud, config: RerankConfig, spectra: np.ndarray
-) -> Verification:
-    """The pipeline of the module docstring (``spectra``: :func:`_query_spectra`)."""
-    best: tuple[float, float, np.ndarray, bool] | None = None
-    for yaw, tx, ty in _coarse(spectra, candidate, config):
+def _moved(query: PreparedCloud, pose: np.ndarray) -> np.ndarray:
+    return query.points @ pose[:3, :3].T + pose[:3, 3]
+
+
+def _initial_poses(
+    query: PreparedCloud,
+    candidate: PreparedCloud,
+    config: RerankConfig,
+    spectra: np.ndarray,
+    yaw_index: np.ndarray | None,
+) -> list[np.ndarray]:
+    """Steps 1-2 of the module docstring: (4, 4) hypotheses, best coarse peak first."""
+    poses = []
+    for yaw, tx, ty in _coarse(spectra, candidate, config, yaw_index):
         pose = np.eye(4)
         pose[:3, :3] = _rot_z(yaw)
         pose[:2, 3] = (tx, ty)
-        moved = query.points @ pose[:3, :3].T + pose[:3, 3]
-        pose[2, 3] = _height_offset(moved, candidate, config)
+        pose[2, 3] = _height_offset(_moved(query, pose), candidate, config)
+        poses.append(pose)
+    assert poses  # the zero shift is always searched, so there is a peak
+    return poses
+
+
+def _refine(
+    query: PreparedCloud, candidate: PreparedCloud, config: RerankConfig, poses: list[np.ndarray]
+) -> Verification:
+    """Step 3 of the module docstring on each hypothesis; the best fitness wins."""
+    best: tuple[float, float, np.ndarray, bool] | None = None
+    q_cloud = query._gicp[0]
+    c_cloud, c_tree = candidate._gicp
+    for init in poses:
+        pose = init
         converged = False
         for dist in config.gicp_distances:
             res = small_gicp.align(
-                candidate._gicp,
-                query._gicp,
-                candidate._tree,
+                c_cloud,
+                q_cloud,
+                c_tree,
                 init_T_target_source=pose,
                 registration_type="GICP",
                 max_correspondence_distance=dist,
@@ -437,14 +605,13 @@ def _verify(
             )
             pose = np.array(res.T_target_source, dtype=np.float64)
             converged = bool(res.converged)
-        moved = query.points @ pose[:3, :3].T + pose[:3, 3]
-        sink = _height_offset(moved, candidate, config)
+        sink = _height_offset(_moved(query, pose), candidate, config)
         if sink < -config.height_tolerance:
             pose[2, 3] += sink
         fit, rmse = _fitness(query, candidate, pose, config)
         if best is None or fit > best[0]:
             best = (fit, rmse, pose, converged)
-    assert best is not None  # the zero shift is always searched, so there is a peak
+    assert best is not None
     fit, rmse, pose, converged = best
     return Verification(
         fitness=fit, rmse=rmse, pose=pose, yaw_deg=yaw_of(pose), converged=converged
@@ -459,16 +626,70 @@ def _check_prepared(config: RerankConfig, *clouds: PreparedCloud) -> None:
             )
 
 
+def verify_many(
+    query: PreparedCloud, candidates: Sequence[PreparedCloud], config: RerankConfig
+) -> list[Verification]:
+    """Verify ``query`` against every candidate together (clouds :func:`prepare`-d with
+    ``config``): batched coarse search, coarse fitness, GICP on the ``refine_top`` best
+    by coarse fitness (all with ``refine_top=0``). Returns one :class:`Verification` per
+    candidate, input order; unrefined ones have ``refined`` False.
+
+    Raises:
+        RerankInputError: a cloud was prepared with another config.
+    """
+    _check_prepared(config, query, *candidates)
+    if not candidates:
+        return []
+    spectra = _query_spectra(query, config)
+    if config.coarse_factor > 1:
+        spectra_c = _query_spectra(query, config, config.bev_cell * config.coarse_factor)
+        yaw_sets: list[np.ndarray | None] = list(_coarse_yaws(spectra_c, candidates, config))
+    else:
+        yaw_sets = [None] * len(candidates)
+    inits = [
+        _initial_poses(query, c, config, spectra, ys)
+        for c, ys in zip(candidates, yaw_sets, strict=True)
+    ]
+    n_refine = len(candidates) if config.refine_top == 0 else config.refine_top
+    if n_refine >= len(candidates):
+        refine = set(range(len(candidates)))
+        coarse_fit = [math.nan] * len(candidates)
+    else:
+        coarse_fit = [
+            max(_coarse_fitness(_moved(query, p), c, config) for p in ps)
+            for c, ps in zip(candidates, inits, strict=True)
+        ]
+        order = np.argsort(-np.asarray(coarse_fit), kind="stable")
+        refine = {int(i) for i in order[:n_refine]}
+    out = []
+    for i, (c, ps) in enumerate(zip(candidates, inits, strict=True)):
+        if i in refine:
+            out.append(_refine(query, c, config, ps))
+        else:
+            pose = ps[0]
+            out.append(
+                Verification(
+                    fitness=coarse_fit[i],
+                    rmse=math.inf,
+                    pose=pose,
+                    yaw_deg=yaw_of(pose),
+                    converged=False,
+                    refined=False,
+                )
+            )
+    return out
+
+
 def verify_prepared(
     query: PreparedCloud, candidate: PreparedCloud, config: RerankConfig
 ) -> Verification:
-    """:func:`verify` on clouds already :func:`prepare`-d with ``config``.
+    """:func:`verify` on clouds already :func:`prepare`-d with ``config`` (always refined).
 
     Raises:
         RerankInputError: a cloud was prepared with another config.
     """
     _check_prepared(config, query, candidate)
-    return _verify(query, candidate, config, _query_spectra(query, config))
+    return verify_many(query, [candidate], config)[0]
 
 
 def verify(query: np.ndarray, candidate: np.ndarray, config: RerankConfig) -> Verification:
@@ -479,7 +700,8 @@ def verify(query: np.ndarray, candidate: np.ndarray, config: RerankConfig) -> Ve
         config: the verification knobs.
 
     Returns:
-        The :class:`Verification`; its ``pose`` maps query points into the candidate frame.
+        The :class:`Verification` (refined); its ``pose`` maps query points into the
+        candidate frame.
 
     Raises:
         RerankInputError: either cloud is not (N, 3) numeric, is empty, has NaN/inf
@@ -494,9 +716,9 @@ def verify(query: np.ndarray, candidate: np.ndarray, config: RerankConfig) -> Ve
 class RerankResult:
     """Candidates re-ordered by verification.
 
-    ``order``: candidate positions (into the input sequence), best first: fitness
-    descending, ties in input order; ``verifications[i]``: the verification of input
-    candidate ``i`` (input order).
+    ``order``: candidate positions (into the input sequence), best first: refined before
+    unrefined, then fitness descending, ties in input order; ``verifications[i]``: the
+    verification of input candidate ``i`` (input order).
     """
 
     order: tuple[int, ...]
@@ -508,16 +730,18 @@ class RerankResult:
         return self.verifications[self.order[0]]
 
 
-def _order(fitness: Sequence[float] | NDArray[np.float64]) -> tuple[int, ...]:
-    """Positions sorted by fitness descending, ties in input order."""
-    return tuple(int(i) for i in np.argsort(-np.asarray(fitness, np.float64), kind="stable"))
+def order_of(verifications: Sequence[Verification]) -> tuple[int, ...]:
+    """Positions sorted best first: refined before unrefined, then fitness descending,
+    ties in input order."""
+    key = [(0 if v.refined else 1, -v.fitness, i) for i, v in enumerate(verifications)]
+    return tuple(k[2] for k in sorted(key))
 
 
 def rerank(
     query: np.ndarray, candidates: Sequence[np.ndarray], config: RerankConfig
 ) -> RerankResult:
-    """Verify ``query`` against every candidate (clouds as in :func:`verify`) and order
-    them by fitness (descending, stable on ties).
+    """Verify ``query`` against every candidate (clouds as in :func:`verify`; together, as
+    :func:`verify_many`) and order them (:func:`order_of`).
 
     Raises:
         RerankInputError: no candidates, or a bad cloud (named ``query`` or
@@ -527,9 +751,8 @@ def rerank(
         raise RerankInputError("candidates: no candidate clouds to re-rank")
     q = prepare(query, config, "query")
     prepared = [prepare(c, config, f"candidates[{i}]") for i, c in enumerate(candidates)]
-    spectra = _query_spectra(q, config)
-    ver = tuple(_verify(q, c, config, spectra) for c in prepared)
-    return RerankResult(_order([v.fitness for v in ver]), ver)
+    ver = tuple(verify_many(q, prepared, config))
+    return RerankResult(order_of(ver), ver)
 
 
 CloudSource = Callable[[int], np.ndarray] | Sequence[np.ndarray]
@@ -541,8 +764,10 @@ class RerankRetriever:
 
     ``clouds`` gives the (N, 3) metric cloud of a global item index: a sequence, or a
     function such as :meth:`hotformerloc.data.Benchmark.load_cloud`. For each query the
-    base ranking's first ``top_k`` valid positions are verified and sorted by fitness
-    (descending, ties in base order), with distance ``1 - fitness`` (in [0, 1]). Positions
+    base ranking's first ``top_k`` valid positions are verified together
+    (:func:`verify_many`) and sorted (:func:`order_of`: refined by fitness descending,
+    then unrefined by coarse fitness, ties in base order), with distance ``1 - fitness``
+    (in [0, 1]) for refined candidates and 1 for unrefined ones. Positions
     past ``top_k`` keep the base order with distance ``1 + (d - d0)`` (``d`` the base
     distance, ``d0`` the first of them), so rows stay non-decreasing; ``-1`` padding keeps
     ``inf``. ``exclude`` is passed to the base, whose items are only re-ordered.
@@ -551,8 +776,10 @@ class RerankRetriever:
     every :meth:`rank` call), after each row.
 
     Prepared clouds are kept in an LRU cache of ``cache_size`` items (about 2 MB for a
-    10k-point cloud); the verifications of the last ``memo_size`` (query item, item) pairs
-    are memoised (:meth:`verification`, :attr:`verified_pairs`).
+    10k-point cloud with its covariances); the verifications of the last ``memo_size``
+    (query item, item) pairs are memoised (:meth:`verification`, :attr:`verified_pairs`),
+    and a query's candidate list verified again returns the same verifications. A pair
+    verified unrefined is verified again (with its new list) when it is met again.
 
     Raises (from :meth:`rank` / :meth:`verification`): :class:`RerankInputError` naming
     the item whose cloud is unusable.
@@ -600,24 +827,26 @@ class RerankRetriever:
         return prepared
 
     def _verified(self, query_item: int, items: Sequence[int]) -> list[Verification]:
-        """Verifications of ``query_item`` against each of ``items`` (memoised); the
-        query's rotated spectra are computed at most once."""
-        spectra: np.ndarray | None = None
-        out = []
-        for item in items:
+        """Verifications of ``query_item`` against each of ``items`` (memoised): when any
+        pair is missing or unrefined, the whole list is verified together."""
+        memo = [self._memo.get((query_item, item)) for item in items]
+        if any(v is None or not v.refined for v in memo):
+            q = self._cloud(query_item)
+            cands = [self._cloud(item) for item in items]
+            fresh = verify_many(q, cands, self.config)
+            # keep refined memo entries (the same computation gives the same result)
+            memo = [
+                m if m is not None and m.refined else f for m, f in zip(memo, fresh, strict=True)
+            ]
+        out: list[Verification] = []
+        for item, ver in zip(items, memo, strict=True):
+            assert ver is not None
             key = (query_item, item)
-            ver = self._memo.get(key)
-            if ver is not None:
+            if self.memo_size:
+                self._memo[key] = ver
                 self._memo.move_to_end(key)
-            else:
-                q = self._cloud(query_item)
-                if spectra is None:
-                    spectra = _query_spectra(q, self.config)
-                ver = _verify(q, self._cloud(item), self.config, spectra)
-                if self.memo_size:
-                    self._memo[key] = ver
-                    while len(self._memo) > self.memo_size:
-                        self._memo.popitem(last=False)
+                while len(self._memo) > self.memo_size:
+                    self._memo.popitem(last=False)
             out.append(ver)
         return out
 
@@ -647,8 +876,8 @@ class RerankRetriever:
             valid = np.flatnonzero(b_idx[row] >= 0)
             head, tail = valid[: self.top_k], valid[self.top_k :]
             vers = self._verified(int(q[row]), [int(db[b_idx[row, p]]) for p in head])
-            fit = np.array([v.fitness for v in vers], np.float64)
-            perm = np.array(_order(fit), np.int64)
+            perm = np.array(order_of(vers), np.int64)
+            fit = np.array([v.fitness if v.refined else 0.0 for v in vers], np.float64)
             cols = np.concatenate([head[perm], tail])[:k]
             d_tail = b_dist[row, tail]
             offset = d_tail[0] if d_tail.size else 0.0
