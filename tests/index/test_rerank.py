@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -455,12 +457,13 @@ def test_batched_coarse_yaws_match_per_candidate(lineup) -> None:
     """The batched coarse-level pass gives each candidate the yaws a pass on that
     candidate alone gives (batch size and chunking do not matter)."""
     query, cands, _ = lineup
-    q = prepare(query, CFG)
-    cs = [prepare(c, CFG) for c in cands] * 2  # 10 candidates: two chunks
-    spec = rr._query_spectra(q, CFG, CFG.bev_cell * CFG.coarse_factor)
-    together = rr._coarse_yaws(spec, cs, CFG)
+    cfg = replace(CFG, coarse_factor=2)
+    q = prepare(query, cfg)
+    cs = [prepare(c, cfg) for c in cands] * 2  # 10 candidates: two chunks
+    spec = rr._query_spectra(q, cfg, cfg.bev_cell * cfg.coarse_factor)
+    together = rr._coarse_yaws(spec, cs, cfg)
     for c, ys in zip(cs, together, strict=True):
-        np.testing.assert_array_equal(ys, rr._coarse_yaws(spec, [c], CFG)[0])
+        np.testing.assert_array_equal(ys, rr._coarse_yaws(spec, [c], cfg)[0])
 
 
 def test_retriever_puts_unrefined_after_refined(lineup) -> None:

@@ -250,3 +250,51 @@ def test_window_statistics_match_torch_cov(octree: Octree):
             torch.testing.assert_close(stats[w, 3:], cov[iu[0], iu[1]], atol=1e-6, rtol=1e-5)
     one = window_statistics(coords[:1], torch.zeros(1, dtype=torch.long), torch.ones(1), "var")
     assert one.shape == (1, 6) and torch.all(one[0, 3:] == 0)
+
+
+def test_serial_cpu_runs_gathers_on_one_thread_and_matmuls_on_all(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Inside an inference forward the thread count is 1, matmul-heavy blocks get the
+    count in force on entry, and it is restored afterwards (also after an error)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu = torch.device("cpu")
+        seen = []
+        with torch.no_grad(), layers.serial_cpu(cpu):
+            seen.append(torch.get_num_threads())
+            with layers.matmul_threads():
+                seen.append(torch.get_num_threads())
+            seen.append(torch.get_num_threads())
+            with layers.serial_cpu(cpu):  # nested: no change
+                seen.append(torch.get_num_threads())
+        seen.append(torch.get_num_threads())
+        assert seen == [1, 2, 1, 1, 2]
+        with layers.serial_cpu(cpu):  # grad enabled (training): no switching
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch.no_grad(), layers.serial_cpu(cpu):
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+        with layers.matmul_threads():  # outside serial_cpu: nothing
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_serial_cpu_leaves_descriptors_unchanged(monkeypatch: pytest.MonkeyPatch):
+    from hotformerloc import create_model
+
+    torch.manual_seed(9)
+    model = create_model("hotformerloc-small").eval()
+    clouds = [torch.rand(3000, 3) * 2 - 1, torch.rand(2000, 3) * 2 - 1]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            fast = model.embed(clouds)
+            monkeypatch.setattr(layers, "SERIAL_CPU", False)
+            plain = model.embed(clouds)
+    finally:
+        torch.set_num_threads(saved)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)

@@ -124,7 +124,7 @@ class RerankConfig:
     inlier_distance: float = 1.0
     min_points: int = 20
     num_threads: int = 1
-    coarse_factor: int = 2
+    coarse_factor: int = 1
     coarse_yaws: int = 3
     refine_top: int = 3
 

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hotformerloc.model.blocks import DepthView, HOTFormerBlock, OctFormerBlock, RelayTokenInit
 from hotformerloc.model.config import ModelConfig
-from hotformerloc.model.layers import AttentionLayout, OctreeConv, init_linear
+from hotformerloc.model.layers import AttentionLayout, OctreeConv, init_linear, serial_cpu
 from hotformerloc.model.pooling import build_pooling
 from hotformerloc.octree import (
     Octree,
@@ -209,6 +209,13 @@ class HOTFormerLoc(nn.Module):
                 f"octree depth {d} is too shallow: this model needs >= {levels + 3} "
                 f"(config octree_depth = {cfg.octree_depth})"
             )
+        with serial_cpu(octree.points.device):
+            return self._forward(octree)
+
+    def _forward(self, octree: Octree) -> Tensor:
+        cfg = self.config
+        d = octree.depth
+        levels = cfg.num_pyramid_levels
         compute_neighbours(octree, range(d - 2 - levels, d + 1))
         views = {
             k: DepthView(octree, k, cfg.patch_size, cfg.window_batching, cfg.dilation)
