@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cli_helpers import run_cli
 
+from cli_helpers import run_cli
 from hotformerloc.index import load_embedder
 from hotformerloc.io import PointCloud, write_pointcloud
 from hotformerloc.model import precision as P
