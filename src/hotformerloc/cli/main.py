@@ -570,5 +570,6 @@ def _run_app() -> None:
             sys.exit(exit_code)
         raise
 
+
 if __name__ == "__main__":
     entrypoint()
