@@ -24,6 +24,7 @@ def _package_exceptions() -> dict[str, type[BaseException]]:
             if (
                 inspect.isclass(obj)
                 and issubclass(obj, BaseException)
+                and not issubclass(obj, Warning)  # warnings are not errors
                 and obj.__module__ == module.__name__
             ):
                 found[f"{obj.__module__}.{name}"] = obj
