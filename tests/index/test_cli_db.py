@@ -297,3 +297,37 @@ def test_batch_size_and_its_hidden_old_spelling(data, tmp_path):
         assert code == 0, err
         dbs.append(PlaceDatabase.open(db).descriptors)
     np.testing.assert_array_equal(dbs[0], dbs[1])
+
+
+def test_localize_a_drive_keeps_the_track_and_writes_trajectory_and_page(data, tmp_path):
+    """The ground sequence replayed as a drive (odometry in another frame): the first
+    submap waits for confirmation, the next ones match themselves at their true pose."""
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    lines = ["timestamp,x,y,z,qx,qy,qz,qw"]
+    for ts, x, y, yaw in GROUND:  # odometry: the true poses moved by 40 m, turned 30 deg
+        shutil.copy(cloud(data, "ground_01", ts), drive / f"{ts:.6f}.pcd")
+        c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+        ox, oy = 40 + c * x - s * y, s * x + c * y
+        lines.append(",".join(f"{v:.9f}" for v in (ts, ox, oy, 0.0, *yaw_quat(yaw + 30))))
+    (drive / "poses.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    args = ["localize", "--db", str(data / "db"), "--data", str(drive), "--out", str(out)]
+    code, stdout, err = cli(*args, "--source", "ground", "-k", "3")
+    assert code == 0, err
+    assert "3 submaps: 2 matched, 0 predicted by odometry, 1 not localised" in stdout
+    rows = (out / "trajectory.csv").read_text().splitlines()
+    assert rows[0] == "timestamp,submap,status,confidence,x,y,z,qx,qy,qz,qw,place"
+    cells = [r.split(",") for r in rows[1:]]
+    assert [c[2] for c in cells] == ["uninitialised", "matched", "matched"]
+    assert cells[0][4:11] == [""] * 7
+    for (ts, x, y, _), c in zip(GROUND[1:], cells[1:], strict=True):
+        assert c[11] == f"forest/ground_01/{ts:.6f}"
+        assert float(c[3]) >= 0.9
+        np.testing.assert_allclose([float(c[4]), float(c[5])], [x, y], atol=0.05)
+    page = (out / "track.html").read_text()
+    assert page.count('stroke-width="2"') == 2 and "2 matched" in page
+    (drive / "poses.csv").unlink()
+    code, _, err = cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error:") and "odometry poses (poses.csv)" in err

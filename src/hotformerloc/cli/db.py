@@ -331,3 +331,52 @@ def query(
             console.print(f"{r.query}: no place passes the filters")
         else:
             console.print(table)
+
+
+def localize(
+    db: Annotated[Path, typer.Option("--db", help="Database folder.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", "-d", help="The drive: submap clouds named by timestamp + odometry poses.csv."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per scan.")] = 25,
+    source: Annotated[
+        str | None, typer.Option(help="Only places of this source (ground, aerial).")
+    ] = None,
+    min_confidence: Annotated[
+        float, typer.Option(help="Lowest verification fitness the track accepts.")
+    ] = 0.5,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="The database's model from another location."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+) -> None:
+    """Localise a drive submap after submap: retrieve, re-rank, keep the track consistent
+    with the odometry (docs/robot-logs.md). Writes trajectory.csv and track.html."""
+    from hotformerloc.index.pipeline import Localizer
+    from hotformerloc.index.search import SearchFilter
+    from hotformerloc.index.track import TrackConfig
+    from hotformerloc.pipelines.localize import localize_drive, write_outputs
+
+    if top_k < 1:
+        raise SearchError(f"--top-k must be >= 1, got {top_k}")
+    config = TrackConfig(min_confidence=min_confidence)
+    loc = Localizer.open(db, model, device, precision=precision)
+    where = SearchFilter(source=source)
+    with _progress("localising") as update:
+        run = localize_drive(loc, data, top_k, where, config, update)
+    write_outputs(run, list(loc.db.entries()), out)
+    matched = sum(s.point.status == "matched" for s in run)
+    predicted = sum(s.point.status == "predicted" for s in run)
+    console.print(
+        f"{len(run)} submaps: {matched} matched, {predicted} predicted by odometry, "
+        f"{len(run) - matched - predicted} not localised -> {out}/trajectory.csv, "
+        f"{out}/track.html",
+        soft_wrap=True,
+        highlight=False,
+    )

@@ -512,12 +512,13 @@ def eval_(
 def _register_groups() -> None:
     from hotformerloc.cli.convert import convert
     from hotformerloc.cli.dataset import dataset_app
-    from hotformerloc.cli.db import db_app, query
+    from hotformerloc.cli.db import db_app, localize, query
     from hotformerloc.cli.models import models
 
     app.add_typer(dataset_app, name="dataset")
     app.add_typer(db_app, name="db")
     app.command(name="query")(query)
+    app.command(name="localize")(localize)
     app.command(name="convert")(convert)
     app.command(name="models")(models)
 
