@@ -510,6 +510,7 @@ def eval_(
 
 
 def _register_groups() -> None:
+    from hotformerloc.cli.bag import bag_app
     from hotformerloc.cli.convert import convert
     from hotformerloc.cli.dataset import dataset_app
     from hotformerloc.cli.db import db_app, localize, query
@@ -517,6 +518,7 @@ def _register_groups() -> None:
 
     app.add_typer(dataset_app, name="dataset")
     app.add_typer(db_app, name="db")
+    app.add_typer(bag_app, name="bag")
     app.command(name="query")(query)
     app.command(name="localize")(localize)
     app.command(name="convert")(convert)
