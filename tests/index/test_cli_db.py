@@ -331,3 +331,33 @@ def test_localize_a_drive_keeps_the_track_and_writes_trajectory_and_page(data, t
     code, _, err = cli(*args)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("error:") and "odometry poses (poses.csv)" in err
+
+
+def test_localize_real_hilti_scans_against_a_database_of_themselves(shared_data, tmp_path):
+    """The 30 real Hilti scans as a drive (their poses as odometry) in a database of the
+    same scans: every submap after the first matches itself at its own pose."""
+    from hotformerloc.io import read_pointcloud
+    from hotformerloc.io.poses import write_poses_csv
+
+    src = shared_data / "hilti2023_fragment_sova"
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    stamps, poses = [], []
+    for i in range(30):
+        cloud = read_pointcloud(src / "clouds" / f"{i}.pcd")
+        write_pointcloud(drive / f"{100.0 + i:.6f}.pcd", PointCloud(cloud.xyz))
+        stamps.append(100.0 + i)
+        poses.append(np.loadtxt(src / "poses" / f"{i}.txt"))
+    write_poses_csv(drive / "poses.csv", stamps, np.stack(poses))
+    db = tmp_path / "db"
+    assert cli("db", "build", "-m", "hotformerloc-tiny", "--data", drive, "--out", db)[0] == 0
+    out = tmp_path / "out"
+    code, stdout, err = cli("localize", "--db", db, "--data", drive, "--out", out, "-k", "3")
+    assert code == 0, err
+    assert "30 submaps: 29 matched" in stdout
+    rows = [r.split(",") for r in (out / "trajectory.csv").read_text().splitlines()[1:]]
+    for (_ts, name, status, conf, x, y, z, *_, place), pose in zip(rows, poses, strict=True):
+        if status == "uninitialised":
+            continue
+        assert place == f"drive/drive/{name}" and float(conf) > 0.95
+        np.testing.assert_allclose([float(x), float(y), float(z)], pose[:3, 3], atol=0.05)
