@@ -519,3 +519,82 @@ def test_hilti_scans_roundtrip(shared_data: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(scan.cloud.xyz, cloud.xyz[np.isfinite(cloud.xyz).all(axis=1)])
     stream = read_poses(bag, "/pose")
     np.testing.assert_allclose(stream.at([s.stamp for s in scans]), poses, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- log -> benchmark
+
+
+def _scene() -> NDArray[np.float64]:
+    """A 100 m street of posts and walls, metric (map frame)."""
+    rng = np.random.default_rng(7)
+    posts = []
+    for x, y in zip(rng.uniform(-10, 110, 80), rng.choice([-8.0, 8.0], 80), strict=True):
+        a = rng.uniform(0, 2 * np.pi, 80)
+        posts.append(np.c_[x + 0.3 * np.cos(a), y + 0.3 * np.sin(a), rng.uniform(0, 6, 80)])
+    ground = np.c_[rng.uniform(-10, 110, 4000), rng.uniform(-12, 12, 4000), np.zeros(4000)]
+    return np.concatenate([ground, *posts])
+
+
+def drive_entries() -> tuple[list[Entry], list[float], list[NDArray[np.float64]]]:
+    """Scans every 0.5 s while driving +x at 4 m/s (sensor 1.8 m up), odometry at 10 Hz."""
+    scene = _scene()
+    entries: list[Entry] = []
+    stamps, poses = [], []
+    for k in range(24):
+        t = 200.0 + 0.5 * k
+        m = pose(0.0, (4.0 * (t - 200.0), 0.0, 1.8))
+        local = (scene - m[:3, 3]) @ m[:3, :3]  # map -> sensor (rotation is identity)
+        local = local[np.linalg.norm(local[:, :2], axis=1) < 30.0].astype(np.float32)
+        data = packed({"x": local[:, 0], "y": local[:, 1], "z": local[:, 2]}, XYZ_OFF, 16, "<")
+        entries.append(
+            (
+                "/points",
+                PC2,
+                cloud_msg(XYZ_FIELDS, [data], len(local), 16, 16 * len(local), stamp=t),
+                t,
+            )
+        )
+        stamps.append(t)
+        poses.append(m)
+    for k in range(-2, 122):
+        t = 200.0 + 0.1 * k
+        entries.append(("/odom", ODOM, odom(pose(0.0, (4.0 * (t - 200.0), 0.0, 1.8)), t), t))
+    return entries, stamps, poses
+
+
+XYZ_FIELDS = [("x", 0, F32), ("y", 4, F32), ("z", 8, F32)]
+XYZ_OFF = {"x": 0, "y": 4, "z": 8}
+
+
+@pytest.mark.parametrize("kind", ["ros1", "ros2-mcap"])
+def test_prepare_sequence_from_a_bag(kind: str, tmp_path: Path) -> None:
+    """A log becomes a benchmark folder in one command: ground submaps along the drive,
+    each posed at its centre scan (poses interpolated from 10 Hz odometry)."""
+    from hotformerloc.io.poses import read_poses_csv
+
+    entries, stamps, poses = drive_entries()
+    path = write_bag(kind, tmp_path / "drive", entries)
+    out = tmp_path / "bench"
+    code, _, err = run_cli(
+        "dataset", "prepare", "sequence", "--bag", path, "--points", "/points",
+        "--poses", "/odom", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    world = out / "drive"
+    table = read_poses_csv(world / "drive" / "poses.csv")
+    assert 10 <= len(table.timestamps) <= 24  # a submap every 3 m of the 46 m drive
+    truth = dict(zip(stamps, poses, strict=True))
+    for t, m in zip(table.timestamps, table.poses, strict=True):
+        np.testing.assert_allclose(m, truth[round(float(t), 6)], atol=1e-6)
+    clouds = sorted((world / "drive" / "clouds").iterdir())
+    assert len(clouds) == len(table.timestamps)
+    pts = read_pointcloud(clouds[0]).xyz
+    assert len(pts) > 100 and np.abs(pts[:, :2]).max() <= 30.0  # cropped, own frame
+    code, _, err = run_cli(
+        "dataset", "prepare", "sequence", "--bag", path, "--points", "/points",
+        "--poses", "/nope", "--out", tmp_path / "b2",
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "/nope" in err
+    assert not (tmp_path / "b2").exists()
+    code, _, err = run_cli("dataset", "prepare", "sequence", "--bag", path, "--out", out)
+    assert code == 2 and "--bag needs --points TOPIC and --poses" in err

@@ -171,8 +171,21 @@ def check(
 @dataset_app.command()
 def prepare(
     name: NameArg,
-    root: RootOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (our format).")],
+    root: Annotated[
+        Path | None, typer.Option("--root", help="The dataset folder (not with --bag).")
+    ] = None,
+    bag: Annotated[
+        Path | None,
+        typer.Option(help="sequence: a ROS 1 / ROS 2 bag or MCAP file instead of --root."),
+    ] = None,
+    points: Annotated[
+        str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
+    ] = None,
+    poses: Annotated[
+        str | None,
+        typer.Option(help="With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."),
+    ] = None,
     release: ReleaseOpt = None,
     set_: SetOpt = None,
     subset: SubsetOpt = None,
@@ -188,9 +201,22 @@ def prepare(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the paper's training tuples and evaluation sets in our format (atomic)."""
+    """Build the paper's training tuples and evaluation sets in our format (atomic); for
+    `sequence`, ground submaps from a folder of scans (--root) or a robot log (--bag)."""
     from hotformerloc.data.prepare import RECORDING_LAYOUTS, prepare_dataset
 
+    if bag is not None:
+        manifest = _prepare_bag(name, bag, root, points, poses, out, set_, force)
+        if as_json:
+            print(json.dumps(manifest, indent=1))
+            return
+        _print_counts(name, manifest)
+        console.print(f"prepared {name} from {bag} -> {out} (manifest: {out / 'manifest.json'})")
+        return
+    if points is not None or poses is not None:
+        raise PrepareError("--points and --poses go with --bag")
+    if root is None:
+        raise PrepareError(f"{name}: --root is required (the dataset folder)")
     opts = _options(
         name, release, set_, subset, variant, regions, pickles, pickle, sample, full, True
     )
@@ -211,6 +237,35 @@ def prepare(
         return
     _print_counts(name, manifest)
     console.print(f"prepared {name} -> {out} (manifest: {out / 'manifest.json'})")
+
+
+def _prepare_bag(
+    name: str,
+    bag: Path,
+    root: Path | None,
+    points: str | None,
+    poses: str | None,
+    out: Path,
+    sets: list[str] | None,
+    force: bool,
+) -> dict[str, Any]:
+    """``dataset prepare sequence --bag``: checks the options, then
+    :func:`hotformerloc.data.recordings.bag.prepare_bag`."""
+    if name != "sequence":
+        raise PrepareError(f"{name}: --bag applies to sequence only")
+    if root is not None:
+        raise PrepareError("give --root or --bag, not both")
+    if points is None or poses is None:
+        raise PrepareError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+    from hotformerloc.data.recordings import RecordingError
+    from hotformerloc.data.recordings.bag import prepare_bag
+
+    try:
+        return prepare_bag(
+            bag, out, points, poses, config=_recording_config(sets, None), force=force
+        )
+    except RecordingError as e:
+        raise PrepareError(str(e)) from e
 
 
 def _print_counts(name: str, manifest: dict[str, Any]) -> None:

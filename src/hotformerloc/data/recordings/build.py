@@ -195,6 +195,8 @@ def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
 
 def _scan_in_map(seq: RecordedSequence, i: int, drop: bool) -> np.ndarray:
     """(M, 3) float64 points of scan ``i`` in the map frame (its file's own pose ignored)."""
+    if seq.reader is not None:
+        return transform_points(seq.reader(i), seq.poses[i])
     cloud = _read(seq.scans[i], seq.scan_format, drop, f"sequence {seq.name!r}")
     return transform_points(cloud.xyz, seq.poses[i])
 
@@ -462,6 +464,21 @@ def prepare_recordings(
             f"{root}: {len(errs)} problem(s): {'; '.join(errs[:MAX_ERRORS])}{more} "
             "(check_recordings / 'hotformerloc dataset check' lists every finding)"
         )
+    return prepare_sequences(layout, root, out, seqs, cfg, report.warnings, progress, force)
+
+
+def prepare_sequences(
+    layout: str,
+    root: Path,
+    out: Path,
+    seqs: list[RecordedSequence],
+    cfg: RecordingConfig,
+    warnings: list[str],
+    progress: Progress | None = None,
+    force: bool = False,
+) -> dict:
+    """The benchmark folder ``out`` of sequences already read (``root``: where they came
+    from, for messages and the world's default name); as :func:`prepare_recordings`."""
     if not seqs:
         raise RecordingError(f"{root}: no sequence to convert")
     if len({c.normalise for c in _submap_configs(layout, cfg, seqs)}) > 1:
@@ -476,7 +493,7 @@ def prepare_recordings(
     tmp = out.parent / f".{out.name}.tmp-{tag}"
     tmp.mkdir()
     try:
-        manifest = _build(layout, root, tmp, world, seqs, cfg, regions, report.warnings, progress)
+        manifest = _build(layout, root, tmp, world, seqs, cfg, regions, warnings, progress)
         if out.exists():
             _check_out(root, out, force)
             old = out.parent / f".{out.name}.old-{tag}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -85,7 +86,9 @@ class RecordedSequence:
     * ``poses``: (N, 4, 4) float64 rigid sensor -> map transforms;
     * ``scan_format``: format name passed to :func:`~hotformerloc.io.read_pointcloud`
       (None: by extension);
-    * ``map_file``: an aerial map cloud in the map frame, or None.
+    * ``map_file``: an aerial map cloud in the map frame, or None;
+    * ``reader``: where the scans are not files (a robot log), ``reader(i)`` gives scan
+      ``i``'s (M, 3) points in the sensor frame (``scans`` is then empty).
     """
 
     name: str
@@ -95,6 +98,7 @@ class RecordedSequence:
     poses: np.ndarray
     scan_format: str | None = None
     map_file: Path | None = None
+    reader: Callable[[int], np.ndarray] | None = None
 
 
 def _listed(items: list[str]) -> str:
