@@ -598,3 +598,30 @@ def test_prepare_sequence_from_a_bag(kind: str, tmp_path: Path) -> None:
     assert not (tmp_path / "b2").exists()
     code, _, err = run_cli("dataset", "prepare", "sequence", "--bag", path, "--out", out)
     assert code == 2 and "--bag needs --points TOPIC and --poses" in err
+
+
+def test_localize_a_bag_against_a_database_of_its_own_submaps(tmp_path: Path) -> None:
+    """localize --bag: the log's submaps are made (OUT/submaps) and each, after the first,
+    matches its own place in a database built from the same log, at its own pose."""
+    from hotformerloc.io.poses import read_poses_csv
+
+    entries, _, _ = drive_entries()
+    path = write_bag("ros2-sqlite3", tmp_path / "drive", entries)
+    bench, db, out = tmp_path / "bench", tmp_path / "db", tmp_path / "out"
+    args = ["--points", "/points", "--poses", "/odom"]
+    assert run_cli("dataset", "prepare", "sequence", "--bag", path, *args, "--out", bench)[0] == 0
+    assert run_cli("db", "build", "-m", "hotformerloc-tiny", "--data", bench, "--out", db)[0] == 0
+    code, stdout, err = run_cli(
+        "localize", "--db", db, "--bag", path, *args, "--out", out, "-k", "3"
+    )
+    assert code == 0, err
+    truth = read_poses_csv(bench / "drive" / "drive" / "poses.csv")
+    n = len(truth.timestamps)
+    assert f"{n} submaps: {n - 1} matched" in stdout
+    rows = [r.split(",") for r in (out / "trajectory.csv").read_text().splitlines()[1:]]
+    for row, m in zip(rows[1:], truth.poses[1:], strict=True):
+        assert row[2] == "matched" and row[11].startswith("drive/drive/")
+        np.testing.assert_allclose([float(v) for v in row[4:7]], m[:3, 3], atol=0.05)
+    assert sorted(p.name for p in (out / "submaps" / "drive" / "drive" / "clouds").iterdir())
+    code, _, err = run_cli("localize", "--db", db, "--bag", path, "--out", out)
+    assert code == 2 and "--bag needs --points TOPIC and --poses" in err

@@ -335,13 +335,29 @@ def query(
 
 def localize(
     db: Annotated[Path, typer.Option("--db", help="Database folder.")],
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data", "-d", help="The drive: submap clouds named by timestamp + odometry poses.csv."
-        ),
-    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="The drive: submap clouds named by timestamp + odometry poses.csv, or a "
+            "benchmark sequence (clouds/ + poses.csv).",
+        ),
+    ] = None,
+    bag: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of --data: a ROS 1 / ROS 2 bag or MCAP file (submaps -> OUT/submaps)."
+        ),
+    ] = None,
+    points: Annotated[
+        str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
+    ] = None,
+    poses: Annotated[
+        str | None,
+        typer.Option(help="With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per scan.")] = 25,
     source: Annotated[
         str | None, typer.Option(help="Only places of this source (ground, aerial).")
@@ -361,15 +377,28 @@ def localize(
     from hotformerloc.index.pipeline import Localizer
     from hotformerloc.index.search import SearchFilter
     from hotformerloc.index.track import TrackConfig
-    from hotformerloc.pipelines.localize import localize_drive, write_outputs
+    from hotformerloc.pipelines.localize import localize_drive, localize_log, write_outputs
 
     if top_k < 1:
         raise SearchError(f"--top-k must be >= 1, got {top_k}")
+    if (data is None) == (bag is None):
+        raise SearchError("give --data DRIVE or --bag FILE (one of them)")
+    if bag is not None and (points is None or poses is None):
+        raise SearchError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+    if bag is None and (points is not None or poses is not None):
+        raise SearchError("--points and --poses go with --bag")
     config = TrackConfig(min_confidence=min_confidence)
     loc = Localizer.open(db, model, device, precision=precision)
     where = SearchFilter(source=source)
     with _progress("localising") as update:
-        run = localize_drive(loc, data, top_k, where, config, update)
+        if bag is not None:
+            assert points is not None and poses is not None
+            run = localize_log(
+                loc, bag, points, poses, out / "submaps", top_k, where, config, update
+            )
+        else:
+            assert data is not None
+            run = localize_drive(loc, data, top_k, where, config, update)
     write_outputs(run, list(loc.db.entries()), out)
     matched = sum(s.point.status == "matched" for s in run)
     predicted = sum(s.point.status == "predicted" for s in run)

@@ -243,7 +243,13 @@ def _benchmark_places(root: Path, source: str | None) -> list[Entry]:
     return entries
 
 
-def _folder_places(root: Path, source: str, world: str | None, sequence: str | None) -> list[Entry]:
+def _folder_places(
+    root: Path,
+    source: str,
+    world: str | None,
+    sequence: str | None,
+    poses_file: Path | None = None,
+) -> list[Entry]:
     extensions = {e for spec in FORMATS.values() for e in spec.extensions}
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
     if not files:
@@ -251,7 +257,7 @@ def _folder_places(root: Path, source: str, world: str | None, sequence: str | N
             f"{root}: no point-cloud files ({', '.join(sorted(extensions))}) and no benchmark "
             f"world (a subfolder with {SPLIT_FILE})"
         )
-    poses_file = root / POSES_FILE
+    poses_file = root / POSES_FILE if poses_file is None else poses_file
     poses = read_poses_csv(poses_file) if poses_file.is_file() else None
     world = root.resolve().name if world is None else world
     sequence = root.resolve().name if sequence is None else sequence

@@ -5,7 +5,9 @@ candidates (confidence = verification fitness), and the temporal filter
 odometry between submaps (``docs/robot-logs.md``).
 
 The drive is a folder of submap clouds named by their timestamps with a ``poses.csv`` of
-odometry poses (submap -> odometry frame), the layout ``db build`` reads.
+odometry poses (submap -> odometry frame), the layout ``db build`` reads, or a benchmark
+sequence (``clouds/`` + ``poses.csv``, as ``dataset prepare sequence`` writes from a log);
+:func:`localize_log` writes the submaps of a robot log first.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from hotformerloc.index import Entry, Localizer, SearchFilter, scan_places
-from hotformerloc.index.pipeline import DataFolderError
+from hotformerloc.index.pipeline import DataFolderError, _folder_places
 from hotformerloc.index.track import MapCandidate, TrackConfig, TrackPoint, filter_track
 from hotformerloc.io import read_pointcloud
 from hotformerloc.io.atomic import atomic_write_text
-from hotformerloc.io.poses import csv_text, rotation_to_quaternion
+from hotformerloc.io.poses import POSES_FILE, csv_text, rotation_to_quaternion
 
 __all__ = [
     "TRAJECTORY_COLUMNS",
     "LocalizedSubmap",
     "localize_drive",
+    "localize_log",
     "track_html",
     "trajectory_csv",
     "write_outputs",
@@ -75,7 +78,7 @@ def localize_drive(
     config: TrackConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[LocalizedSubmap]:
-    """Localise every submap of the folder ``drive`` (clouds + odometry ``poses.csv``) in
+    """Localise every submap of the folder ``drive`` (see the module docstring) in
     ``loc``'s database: top-``k`` retrieval among the entries passing ``where``, all ``k``
     re-ranked, the refined candidates with a map pose as the filter's candidates.
 
@@ -84,7 +87,14 @@ def localize_drive(
             every cloud (named).
         PointCloudError, OctreeInputError, QueryError: a submap or a candidate is unusable.
     """
-    entries = scan_places(drive, "ground")
+    folder = Path(drive)
+    if (folder / "clouds").is_dir() and (folder / POSES_FILE).is_file():
+        # a benchmark sequence (clouds/ + poses.csv), e.g. from dataset prepare --bag
+        name = folder.resolve().name
+        world = folder.resolve().parent.name
+        entries = _folder_places(folder / "clouds", "ground", world, name, folder / POSES_FILE)
+    else:
+        entries = scan_places(folder, "ground")
     if not entries or any(e.pose is None for e in entries):
         raise DataFolderError(f"{drive}: a drive needs odometry poses (poses.csv) for its clouds")
     entries.sort(key=lambda e: (e.timestamp is None, e.timestamp))
@@ -180,3 +190,29 @@ def write_outputs(run: Sequence[LocalizedSubmap], places: Sequence[Entry], out: 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "trajectory.csv", trajectory_csv(run))
     atomic_write_text(out / "track.html", track_html(run, places, f"Localisation of {out.name}"))
+
+
+def localize_log(
+    loc: Localizer,
+    log: str | Path,
+    points: str,
+    poses: str,
+    submaps: str | Path,
+    k: int = 25,
+    where: SearchFilter | None = None,
+    config: TrackConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[LocalizedSubmap]:
+    """:func:`localize_drive` of the ground submaps of a robot log (the ``points`` topic
+    posed by ``poses``, a topic or ``tf:PARENT->CHILD``), first written as the benchmark
+    folder ``submaps`` with the recordings path's defaults
+    (:func:`hotformerloc.data.recordings.bag.prepare_bag`; an existing folder is replaced).
+
+    Raises:
+        BagError, RecordingError: as ``prepare_bag``; then as :func:`localize_drive`.
+    """
+    from hotformerloc.data.recordings.bag import prepare_bag
+
+    prepare_bag(log, submaps, points, poses, force=True)
+    stem = Path(log).stem or "bag"
+    return localize_drive(loc, Path(submaps) / stem / stem, k, where, config, progress)
