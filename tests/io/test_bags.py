@@ -610,7 +610,14 @@ def test_localize_a_bag_against_a_database_of_its_own_submaps(tmp_path: Path) ->
     bench, db, out = tmp_path / "bench", tmp_path / "db", tmp_path / "out"
     args = ["--points", "/points", "--poses", "/odom"]
     assert run_cli("dataset", "prepare", "sequence", "--bag", path, *args, "--out", bench)[0] == 0
-    assert run_cli("db", "build", "-m", "hotformerloc-tiny", "--data", bench, "--out", db)[0] == 0
+    code, _, err = run_cli(
+        "db", "build", "-m", "hotformerloc-tiny", "--bag", path, *args, "--out", db
+    )
+    assert code == 0, err  # db build --bag: the same submaps, kept beside the database
+    kept = sorted((tmp_path / "db.submaps" / "drive" / "drive" / "clouds").iterdir())
+    made = sorted((bench / "drive" / "drive" / "clouds").iterdir())
+    assert [p.name for p in kept] == [p.name for p in made]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(kept, made, strict=True))
     code, stdout, err = run_cli(
         "localize", "--db", db, "--bag", path, *args, "--out", out, "-k", "3"
     )

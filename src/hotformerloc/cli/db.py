@@ -101,8 +101,25 @@ SequenceOpt = Annotated[
 @db_app.command()
 def build(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered name or checkpoint.")],
-    data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="New database folder.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Benchmark folder or folder of clouds.")
+    ] = None,
+    bag: Annotated[
+        Path | None,
+        typer.Option(help="Instead of --data: a ROS 1 / ROS 2 bag or MCAP file (ground submaps)."),
+    ] = None,
+    points: Annotated[
+        str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
+    ] = None,
+    poses: Annotated[
+        str | None,
+        typer.Option(help="With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."),
+    ] = None,
+    submaps: Annotated[
+        Path | None,
+        typer.Option(help="With --bag: where the log's submaps go (default: OUT.submaps)."),
+    ] = None,
     source: SourceOpt = None,
     world: WorldOpt = None,
     sequence: SequenceOpt = None,
@@ -112,7 +129,8 @@ def build(
     workers: WorkersOpt = None,
     precision: PrecisionOpt = "fp32",
 ) -> None:
-    """Embed every cloud of DIR with the model and write a new database (never overwrites).
+    """Embed every cloud of DIR (or the ground submaps of a robot log, --bag) with the model
+    and write a new database (never overwrites).
 
     With --workers N, N processes read the clouds and build their octrees while the model
     runs (without it: all in this process; docs/database.md "Build throughput")."""
@@ -126,6 +144,18 @@ def build(
 
     if out.exists():
         raise DatabaseExistsError(f"{out}: already exists (refusing to overwrite it)")
+    if (data is None) == (bag is None):
+        raise SearchError("give --data DIR or --bag FILE (one of them)")
+    if bag is not None:
+        if points is None or poses is None:
+            raise SearchError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+        from hotformerloc.data.recordings.bag import prepare_bag
+
+        data = submaps or out.with_name(out.name + ".submaps")
+        prepare_bag(bag, data, points, poses)
+    elif points is not None or poses is not None or submaps is not None:
+        raise SearchError("--points, --poses and --submaps go with --bag")
+    assert data is not None
     entries = scan_places(data, source, world, sequence)
     embedder = load_embedder(model, device, precision)
     _untrained_note(embedder)
