@@ -632,3 +632,37 @@ def test_localize_a_bag_against_a_database_of_its_own_submaps(tmp_path: Path) ->
     assert sorted(p.name for p in (out / "submaps" / "drive" / "drive" / "clouds").iterdir())
     code, _, err = run_cli("localize", "--db", db, "--bag", path, "--out", out)
     assert code == 2 and "--bag needs --points TOPIC and --poses" in err
+
+
+def test_localize_a_folder_of_single_scans(tmp_path: Path) -> None:
+    """localize --scans: the same drive as single scan files + poses.csv gives the submaps
+    the log gives, each matching its place in the log's database."""
+    from hotformerloc.io import PointCloud, write_pointcloud
+    from hotformerloc.io.poses import write_poses_csv
+
+    entries, stamps, poses = drive_entries()
+    path = write_bag("ros2-mcap", tmp_path / "drive", entries)
+    db = tmp_path / "db"
+    args = ["--points", "/points", "--poses", "/odom"]
+    assert (
+        run_cli("db", "build", "-m", "hotformerloc-tiny", "--bag", path, *args, "--out", db)[0] == 0
+    )
+    scans = tmp_path / "rec" / "drive"
+    scans.mkdir(parents=True)
+    scene = _scene()
+    for t, m in zip(stamps, poses, strict=True):
+        local = (scene - m[:3, 3]) @ m[:3, :3]
+        local = local[np.linalg.norm(local[:, :2], axis=1) < 30.0].astype(np.float32)
+        write_pointcloud(scans / f"{t:.6f}.pcd", PointCloud(local))
+    write_poses_csv(scans / "poses.csv", stamps, np.stack(poses))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("localize", "--db", db, "--scans", scans, "--out", out, "-k", "3")
+    assert code == 0, err
+    made = sorted(p.name for p in (out / "submaps" / "drive" / "drive" / "clouds").iterdir())
+    kept = sorted(
+        p.name for p in (tmp_path / "db.submaps" / "drive" / "drive" / "clouds").iterdir()
+    )
+    assert made == kept
+    assert f"{len(made)} submaps: {len(made) - 1} matched" in stdout
+    code, _, err = run_cli("localize", "--db", db, "--scans", scans, "--bag", path, "--out", out)
+    assert code == 2 and "give one of --data DRIVE, --scans DIR or --bag FILE" in err

@@ -381,6 +381,13 @@ def localize(
             help="Instead of --data: a ROS 1 / ROS 2 bag or MCAP file (submaps -> OUT/submaps)."
         ),
     ] = None,
+    scans: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of --data: single scans named by timestamp + poses.csv "
+            "(submaps -> OUT/submaps)."
+        ),
+    ] = None,
     points: Annotated[
         str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
     ] = None,
@@ -407,12 +414,17 @@ def localize(
     from hotformerloc.index.pipeline import Localizer
     from hotformerloc.index.search import SearchFilter
     from hotformerloc.index.track import TrackConfig
-    from hotformerloc.pipelines.localize import localize_drive, localize_log, write_outputs
+    from hotformerloc.pipelines.localize import (
+        localize_drive,
+        localize_log,
+        localize_scans,
+        write_outputs,
+    )
 
     if top_k < 1:
         raise SearchError(f"--top-k must be >= 1, got {top_k}")
-    if (data is None) == (bag is None):
-        raise SearchError("give --data DRIVE or --bag FILE (one of them)")
+    if sum(x is not None for x in (data, bag, scans)) != 1:
+        raise SearchError("give one of --data DRIVE, --scans DIR or --bag FILE")
     if bag is not None and (points is None or poses is None):
         raise SearchError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
     if bag is None and (points is not None or poses is not None):
@@ -426,6 +438,8 @@ def localize(
             run = localize_log(
                 loc, bag, points, poses, out / "submaps", top_k, where, config, update
             )
+        elif scans is not None:
+            run = localize_scans(loc, scans, out / "submaps", top_k, where, config, update)
         else:
             assert data is not None
             run = localize_drive(loc, data, top_k, where, config, update)

@@ -31,6 +31,7 @@ __all__ = [
     "LocalizedSubmap",
     "localize_drive",
     "localize_log",
+    "localize_scans",
     "track_html",
     "trajectory_csv",
     "write_outputs",
@@ -216,3 +217,36 @@ def localize_log(
     prepare_bag(log, submaps, points, poses, force=True)
     stem = Path(log).stem or "bag"
     return localize_drive(loc, Path(submaps) / stem / stem, k, where, config, progress)
+
+
+def localize_scans(
+    loc: Localizer,
+    scans: str | Path,
+    submaps: str | Path,
+    k: int = 25,
+    where: SearchFilter | None = None,
+    config: TrackConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[LocalizedSubmap]:
+    """:func:`localize_drive` of a folder of single scans with their ``poses.csv`` (one
+    sequence folder of the ``sequence`` recordings layout, ``docs/own-data.md``): its ground
+    submaps are first written as the benchmark folder ``submaps`` with the recordings
+    path's defaults (an existing folder is replaced).
+
+    Raises:
+        RecordingError: the folder is not a usable sequence (its first problems named).
+    """
+    from hotformerloc.data.recordings import RecordingConfig, RecordingError
+    from hotformerloc.data.recordings.build import _check_out, prepare_sequences
+    from hotformerloc.data.recordings.layouts import Report, read_sequence_folder
+
+    folder, dest = Path(scans), Path(submaps)
+    _check_out(folder, dest, True)
+    report = Report()
+    seq = read_sequence_folder(folder, RecordingConfig(), report, False)
+    if seq is None or report.errors:
+        raise RecordingError(f"{folder}: {'; '.join(report.errors[:3]) or 'not a sequence'}")
+    world = folder.resolve().name
+    cfg = RecordingConfig(world=world)
+    prepare_sequences("sequence", folder, dest, [seq], cfg, report.warnings, None, True)
+    return localize_drive(loc, dest / world / seq.name, k, where, config, progress)
