@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hotformerloc.cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, SetOpt
+from hotformerloc.cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, PointsOpt, PosesOpt, SetOpt
 from hotformerloc.data.prepare.common import PrepareError
 
 dataset_app = typer.Typer(help="Prepare and check datasets.", no_args_is_help=True)
@@ -179,13 +179,8 @@ def prepare(
         Path | None,
         typer.Option(help="sequence: a ROS 1 / ROS 2 bag or MCAP file instead of --root."),
     ] = None,
-    points: Annotated[
-        str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
-    ] = None,
-    poses: Annotated[
-        str | None,
-        typer.Option(help="With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."),
-    ] = None,
+    points: PointsOpt = None,
+    poses: PosesOpt = None,
     release: ReleaseOpt = None,
     set_: SetOpt = None,
     subset: SubsetOpt = None,

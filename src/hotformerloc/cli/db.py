@@ -24,6 +24,8 @@ from hotformerloc.cli.options import (
     DeviceOpt,
     JsonOpt,
     OldBatchOpt,
+    PointsOpt,
+    PosesOpt,
     PrecisionOpt,
     WorkersOpt,
 )
@@ -109,13 +111,8 @@ def build(
         Path | None,
         typer.Option(help="Instead of --data: a ROS 1 / ROS 2 bag or MCAP file (ground submaps)."),
     ] = None,
-    points: Annotated[
-        str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
-    ] = None,
-    poses: Annotated[
-        str | None,
-        typer.Option(help="With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."),
-    ] = None,
+    points: PointsOpt = None,
+    poses: PosesOpt = None,
     submaps: Annotated[
         Path | None,
         typer.Option(help="With --bag: where the log's submaps go (default: OUT.submaps)."),
@@ -388,13 +385,8 @@ def localize(
             "(submaps -> OUT/submaps)."
         ),
     ] = None,
-    points: Annotated[
-        str | None, typer.Option(help="With --bag: the sensor_msgs/PointCloud2 topic.")
-    ] = None,
-    poses: Annotated[
-        str | None,
-        typer.Option(help="With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."),
-    ] = None,
+    points: PointsOpt = None,
+    poses: PosesOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Candidates per scan.")] = 25,
     source: Annotated[
         str | None, typer.Option(help="Only places of this source (ground, aerial).")

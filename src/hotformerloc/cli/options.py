@@ -37,6 +37,12 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help=SET_HELP)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help=BATCH_SIZE_HELP)]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help=WORKERS_HELP)]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
+POINTS_HELP = "With --bag: the sensor_msgs/PointCloud2 topic."
+POSES_HELP = "With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."
+#: The scans and poses of a robot log (``--bag``): ``dataset prepare``, ``db build``,
+#: ``localize``.
+PointsOpt = Annotated[str | None, typer.Option("--points", help=POINTS_HELP)]
+PosesOpt = Annotated[str | None, typer.Option("--poses", help=POSES_HELP)]
 RerankTopOpt = Annotated[int | None, typer.Option("--rerank-top", min=0, help=RERANK_TOP_HELP)]
 
 # Old spellings (hidden; removed in the next release).
