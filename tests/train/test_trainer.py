@@ -268,3 +268,25 @@ def test_co_oriented_training_and_query_view_validation(bench: Path, tmp_path: P
     assert res.log[-1]["val_ar1"] == pytest.approx(want["ar1"], abs=1e-4)
     one = evaluate_model(model, b, batch_size=cfg.val_batch_size, query_views=1).summary()
     assert one != want
+
+
+def test_spawned_rank_exits_1_on_error_and_0_on_success(bench: Path, tmp_path: Path) -> None:
+    """A spawned rank ends with ``os._exit``: its exit code still tells failure from success."""
+    import torch.multiprocessing as mp
+
+    from hotformerloc.train.trainer import _rank_main
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1", "WORLD_SIZE": "1"}
+    ctx = mp.get_context("spawn")
+    bad = config(tmp_path / "missing")  # no benchmark there: the Trainer raises
+    good = config(bench, epochs=1)
+    procs = [
+        ctx.Process(target=_rank_main, args=(1, env, 1, cfg, str(tmp_path / name), False))
+        for cfg, name in ((bad, "bad"), (good, "good"))
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [1, 0]
+    assert (tmp_path / "good" / "last.safetensors").is_file()
