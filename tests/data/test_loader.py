@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -119,15 +120,20 @@ def test_collate_chunks_and_masks(train: tuple[SubmapDataset, Tuples]) -> None:
     assert moved.positives_mask.device.type == "cpu" and len(moved.octrees) == 3
 
 
-def test_no_augmentation_matches_prepare_points(train: tuple[SubmapDataset, Tuples]) -> None:
+@pytest.mark.parametrize("max_z", [None, 5.0])
+def test_no_augmentation_matches_prepare_points(
+    train: tuple[SubmapDataset, Tuples], max_z: float | None
+) -> None:
     ds, _ = train
-    out = Collate(CONFIG, None, None, split_size=8, seed=0)([(j, ds[j]) for j in (1, 2)])
+    cfg = replace(CONFIG, max_z=max_z)
+    out = Collate(cfg, None, None, split_size=8, seed=0)([(j, ds[j]) for j in (1, 2)])
     ref = build_octree(
-        [prepare_points(ds[j], CONFIG) for j in (1, 2)], CONFIG.octree_depth, CONFIG.full_depth
+        [prepare_points(ds[j], cfg) for j in (1, 2)], cfg.octree_depth, cfg.full_depth
     )
     assert same_octree(out.octrees[0], ref)
     assert out.positives_mask is None and out.negatives_mask is None
-    assert out.num_points == 300
+    kept = sum(int((ds[j][:, 2] <= max_z).sum()) for j in (1, 2)) if max_z is not None else 300
+    assert out.num_points == kept and (max_z is None or 0 < kept < 300)
 
 
 def test_augmentation_is_a_function_of_the_batch(train: tuple[SubmapDataset, Tuples]) -> None:

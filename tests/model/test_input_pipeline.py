@@ -12,6 +12,7 @@ from model_helpers import scene, tiny
 from hotformerloc.config import ConfigError, to_dict
 from hotformerloc.model import get_model_config, prepare_points
 from hotformerloc.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from hotformerloc.octree import OctreeInputError
 
 
 def test_input_scale_is_applied_first() -> None:
@@ -23,6 +24,23 @@ def test_input_scale_is_applied_first() -> None:
     cloud[0] = torch.tensor([0.5, 0.5, 0.5])
     raw = prepare_points(cloud, get_model_config("hotformerloc-tiny", normalize_points=False))
     assert 1 <= raw.shape[0] < cloud.shape[0] // 2
+
+
+def test_max_z_drops_the_points_above_it_before_scaling() -> None:
+    cloud = scene(600) * 20.0  # metric, z in about [-20, 20]
+    cfg = get_model_config("hotformerloc-tiny", input_scale=1 / 30, max_z=5.0)
+    keep = cloud[:, 2] <= 5.0
+    assert 0 < int(keep.sum()) < cloud.shape[0]
+    plain = get_model_config("hotformerloc-tiny", input_scale=1 / 30)
+    # metres as given: the same points as cropping by hand, then the rest of the pipeline
+    torch.testing.assert_close(
+        prepare_points(cloud, cfg), prepare_points(cloud[keep], plain), rtol=0, atol=0
+    )
+    with pytest.raises(OctreeInputError, match=r"above.*no point at or below max_z -30"):
+        prepare_points(cloud, get_model_config("hotformerloc-tiny", max_z=-30.0), "above")
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="max_z must be finite"):
+            get_model_config("hotformerloc-tiny", max_z=bad)
 
 
 def test_range_filter_drop_or_clamp() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -180,3 +182,11 @@ def test_every_variant_trains_and_round_trips_a_checkpoint(name: str, tmp_path) 
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval().embed(clouds), model.embed(clouds))
+
+
+def test_models_input_summary_names_the_height_crop() -> None:
+    from hotformerloc.cli.models import input_summary
+
+    cfg = get_model_config("hotformerloc-tiny", input_scale=1 / 30)
+    assert input_summary(cfg) == "scale 1/30, bbox-norm, cartesian"
+    assert input_summary(replace(cfg, max_z=10.0)) == "z <= 10, scale 1/30, bbox-norm, cartesian"

@@ -33,10 +33,12 @@ def _scale(v: float | None) -> str:
 
 
 def input_summary(config: Any) -> str:
-    """A short line of ``config``'s input pipeline: scale, normalisation, coordinates (the
-    octree depth is a column of its own; every field is in the JSON's ``input_pipeline``)."""
+    """A short line of ``config``'s input pipeline: height crop, scale, normalisation,
+    coordinates (the octree depth is a column of its own; every field is in the JSON's
+    ``input_pipeline``)."""
     norm = "bbox-norm" if config.normalize_points else "no norm"
-    return f"scale {_scale(config.input_scale)}, {norm}, {config.coordinates}"
+    crop = f"z <= {config.max_z:g}, " if config.max_z is not None else ""
+    return f"{crop}scale {_scale(config.input_scale)}, {norm}, {config.coordinates}"
 
 
 def _row(name: str, config: Any) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Sequent
 from hotformerloc.data.augment import AugmentConfig, augment_sample, augment_set
 from hotformerloc.data.benchmark import Benchmark
 from hotformerloc.data.tuples import Tuples, batch_masks
-from hotformerloc.model import ModelConfig, prepare_points
+from hotformerloc.model import ModelConfig, crop_and_scale, prepare_points
 from hotformerloc.octree import Octree, bbox_normalise, build_octree
-from hotformerloc.octree.normalise import check_cloud
 
 
 class SubmapDataset(Dataset[Tensor]):
@@ -132,7 +131,7 @@ def batch_seed(seed: int, indices: np.ndarray) -> int:
 class Collate:
     """``[(local index, cloud), ...] -> Batch`` (picklable: runs in loader workers).
 
-    Per cloud: ``model_config.input_scale``, bounding-box normalisation (if
+    Per cloud: ``model_config.max_z`` and ``input_scale``, bounding-box normalisation (if
     ``model_config.normalize_points``), then
     :func:`augment_sample`; then :func:`augment_set` over the batch; then the range filter
     and cylindrical map (``prepare_points`` without a second normalisation), so the range
@@ -163,15 +162,15 @@ class Collate:
         self.augment = augment
         self.split_size = split_size
         self.seed = seed
-        self._prepare_config = replace(model_config, normalize_points=False, input_scale=None)
+        self._prepare_config = replace(
+            model_config, normalize_points=False, max_z=None, input_scale=None
+        )
 
     def __call__(self, items: list[tuple[int, Tensor]]) -> Batch:
         if not items:
             raise ValueError("Collate: empty batch")
         indices = np.array([j for j, _ in items], np.int64)
-        clouds = [check_cloud(c, f"local index {j}") for j, c in items]
-        if self.model_config.input_scale is not None:
-            clouds = [c * self.model_config.input_scale for c in clouds]
+        clouds = [crop_and_scale(c, self.model_config, f"local index {j}") for j, c in items]
         if self.model_config.normalize_points:
             clouds = [bbox_normalise(c) for c in clouds]
         if self.augment is not None:

@@ -12,7 +12,12 @@ See ``docs/model.md``.
 
 from hotformerloc.model.config import ModelConfig, model_config_from_dict
 from hotformerloc.model.device import DeviceError, resolve_device
-from hotformerloc.model.network import HOTFormerLoc, build_input_octree, prepare_points
+from hotformerloc.model.network import (
+    HOTFormerLoc,
+    build_input_octree,
+    crop_and_scale,
+    prepare_points,
+)
 from hotformerloc.model.registry import create_model, get_model_config, list_models, register_model
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "ModelConfig",
     "build_input_octree",
     "create_model",
+    "crop_and_scale",
     "get_model_config",
     "list_models",
     "model_config_from_dict",

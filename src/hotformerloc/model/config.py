@@ -23,6 +23,7 @@ WindowBatching = Literal["per_sample", "reference"]
 
 #: The fields of :class:`ModelConfig` that say how a raw cloud becomes octree input.
 INPUT_PIPELINE_FIELDS = (
+    "max_z",
     "input_scale",
     "normalize_points",
     "range_filter",
@@ -66,7 +67,11 @@ class ModelConfig:
 
     Input pipeline (:func:`~hotformerloc.model.network.prepare_points`, in this order;
     saved with every checkpoint, so a model prepares its input the way it was trained):
-        input_scale: multiply each cloud as given (e.g. metres) by this first (``1/30``
+        max_z: first drop the points above this height, in the cloud's frame and units as
+            given; ``None`` keeps them all. A height band common to ground scans and aerial
+            submaps whose frames sit near the terrain (a forest's crowns, which a ground
+            scan never sees from above, dominate the aerial submap).
+        input_scale: multiply each cloud as given (e.g. metres) by this (``1/30``
             maps a 30 m-radius submap into [-1, 1]); ``None``: the clouds are already in
             the model's units (the reference's datasets).
         normalize_points: bounding-box normalise each cloud (scale-invariant).
@@ -108,6 +113,7 @@ class ModelConfig:
     output_dim: int = 256
     normalize_embeddings: bool = True
     grad_checkpoint: bool = False
+    max_z: float | None = None
     input_scale: float | None = None
     normalize_points: bool = True
     range_filter: RangeFilter = "drop"
@@ -155,6 +161,10 @@ class ModelConfig:
         require(
             self.input_scale is None or 0 < self.input_scale < math.inf,
             f"input_scale must be > 0 and finite, or null, got {self.input_scale}",
+        )
+        require(
+            self.max_z is None or math.isfinite(self.max_z),
+            f"max_z must be finite, or null, got {self.max_z}",
         )
         if self.pooling == "pyramid_attn":
             k = self.k_pooled_tokens

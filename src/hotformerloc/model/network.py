@@ -42,10 +42,27 @@ from hotformerloc.octree.normalise import check_cloud
 _T = TypeVar("_T")
 
 
+def crop_and_scale(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> Tensor:
+    """Validation (non-empty (N, 3) float32/float64, finite), ``max_z``, ``input_scale``.
+
+    Raises:
+        OctreeInputError: naming ``name``: bad shape/dtype, empty, NaN/inf, or no point at
+            or below ``max_z``.
+    """
+    xyz = check_cloud(cloud, name)
+    if config.max_z is not None:
+        xyz = xyz[xyz[:, 2] <= config.max_z]
+        if xyz.shape[0] == 0:
+            raise OctreeInputError(name, f"no point at or below max_z {config.max_z:g}")
+    if config.input_scale is not None:
+        xyz = xyz * config.input_scale
+    return xyz
+
+
 def prepare_points(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> Tensor:
     """One raw cloud -> points for the octree, per ``config``'s input pipeline (spec 1.1, 1.2).
 
-    Validation (non-empty (N, 3) float32/float64, finite), then ``input_scale``,
+    :func:`crop_and_scale`, then
     bounding-box normalisation if ``normalize_points``, the range filter (``drop``:
     ``|coord| <= 1``, and ``rho <= 1`` for cylindrical; ``clamp``: into [-1, 1], rho'
     clamped to 1), then the cylindrical transform if configured. A free function so data
@@ -55,9 +72,7 @@ def prepare_points(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> T
         OctreeInputError: naming ``name``: bad shape/dtype, empty, NaN/inf, or no point
             left after the range filter.
     """
-    xyz = check_cloud(cloud, name)
-    if config.input_scale is not None:
-        xyz = xyz * config.input_scale
+    xyz = crop_and_scale(cloud, config, name)
     if config.normalize_points:
         xyz = bbox_normalise(xyz)
     cylindrical = config.coordinates == "cylindrical"
