@@ -399,10 +399,11 @@ def _tiny() -> ModelConfig:
 register_pretrained(
     "hotformerloc-tiny.synth",
     "hotformerloc-tiny.synth.safetensors",
-    sha256="f4e9ae253ecc0e011b8fa61775947d30da61ff3c7de19813faa852c6a5957d7f",
-    description="synthetic pre-training v2: 4 small-preset seeds (8 worlds), co-oriented "
-    "training, then cross-source pair sampling, 8 query views; 3.8 h on 2 CPU cores; "
-    "docs/models.md",
-    input="metric submaps (30 m radius, ground removed, 0.8 m voxels), input_scale 1/30, "
+    sha256="337022f2cd36e721517195e34843cc09dd3d206c4b9aee902494e3e6bb01f144",
+    description="synthetic pre-training v3: 6 small-preset seeds (12 worlds), co-oriented "
+    "training, cross-source pair sampling, a 10 m height band, 8 query views; 4.8 h on 2 CPU "
+    "cores; docs/models.md",
+    input="metric submaps (30 m radius, ground removed, 0.8 m voxels) with z up from the "
+    "sensor or terrain (points above 10 m dropped), input_scale 1/30, "
     "bbox-normalised, depth 6; queries searched at 8 yaw views",
 )
