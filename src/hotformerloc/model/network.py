@@ -53,7 +53,12 @@ def crop_and_scale(cloud: Tensor, config: ModelConfig, name: str = "cloud") -> T
     if config.max_z is not None:
         xyz = xyz[xyz[:, 2] <= config.max_z]
         if xyz.shape[0] == 0:
-            raise OctreeInputError(name, f"no point at or below max_z {config.max_z:g}")
+            raise OctreeInputError(
+                name,
+                f"no point at or below max_z {config.max_z:g} (the model keeps the points up "
+                "to that height in the cloud's frame: shift the cloud so that z = 0 is near "
+                "the ground)",
+            )
     if config.input_scale is not None:
         xyz = xyz * config.input_scale
     return xyz
