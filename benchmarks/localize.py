@@ -30,7 +30,7 @@ import numpy as np
 from hotformerloc.index import Localizer, SearchFilter
 from hotformerloc.index.track import TrackConfig, filter_track, pose_error
 from hotformerloc.io.poses import POSES_FILE, read_poses_csv, write_poses_csv
-from hotformerloc.pipelines.localize import localize_drive
+from hotformerloc.pipelines.localize import LocalizedSubmap, localize_drive
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 
@@ -69,6 +69,29 @@ def _ok(pose: np.ndarray, truth: np.ndarray) -> bool:
     return dt <= 5.0 and dr <= 5.0
 
 
+def score_rows(run: list[LocalizedSubmap], true: list[np.ndarray]) -> list[str]:
+    """One table row per threshold of :data:`THRESHOLDS` for a localised drive and the true
+    pose of each submap: threshold, single shot within 5 m / 5 deg and false, filtered
+    within and false, matched / predicted (cells joined by `` | ``, no outer bars)."""
+    odo = np.stack([np.asarray(s.entry.pose) for s in run])
+    n = len(run)
+    rows = []
+    for thr in THRESHOLDS:
+        rep = [(s.best.pose, t) for s, t in zip(run, true, strict=True)
+               if s.best is not None and s.best.confidence >= thr]  # fmt: skip
+        good = sum(_ok(p, t) for p, t in rep)
+        track = filter_track(odo, [list(s.candidates) for s in run], TrackConfig(thr))
+        frep = [(p.pose, t) for p, t in zip(track, true, strict=True) if p.pose is not None]
+        fgood = sum(_ok(p, t) for p, t in frep)
+        matched = sum(p.status == "matched" for p in track)
+        rows.append(
+            f"{thr} | {100 * good / n:.1f} % | {100 * (len(rep) - good) / max(len(rep), 1):.1f} %"
+            f" | {100 * fgood / n:.1f} % | {100 * (len(frep) - fgood) / max(len(frep), 1):.1f} %"
+            f" | {matched} / {len(frep) - matched}"
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sequences", nargs="+", type=Path, help="ground sequence folders")
@@ -88,23 +111,8 @@ def main() -> None:
             run = localize_drive(loc, Path(tmp) / "drive", args.top_k, SearchFilter(args.source))
         by_ts = {round(float(t), 3): p for t, p in zip(ts, truth, strict=True)}
         true = [by_ts[round(float(s.entry.timestamp or 0.0), 3)] for s in run]
-        odo = np.stack([np.asarray(s.entry.pose) for s in run])
-        n = len(run)
-        for thr in THRESHOLDS:
-            shot = [(s.best, t) for s, t in zip(run, true, strict=True)]
-            rep = [(b.pose, t) for b, t in shot if b is not None and b.confidence >= thr]
-            good = sum(_ok(p, t) for p, t in rep)
-            track = filter_track(odo, [list(s.candidates) for s in run], TrackConfig(thr))
-            frep = [(p.pose, t) for p, t in zip(track, true, strict=True) if p.pose is not None]
-            fgood = sum(_ok(p, t) for p, t in frep)
-            matched = sum(p.status == "matched" for p in track)
-            print(
-                f"| {seq.parent.name}/{seq.name} | {thr} | {100 * good / n:.1f} % | "
-                f"{100 * (len(rep) - good) / max(len(rep), 1):.1f} % | {100 * fgood / n:.1f} % | "
-                f"{100 * (len(frep) - fgood) / max(len(frep), 1):.1f} % | "
-                f"{matched} / {len(frep) - matched} |",
-                flush=True,
-            )
+        for row in score_rows(run, true):
+            print(f"| {seq.parent.name}/{seq.name} | {row} |", flush=True)
 
 
 if __name__ == "__main__":

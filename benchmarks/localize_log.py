@@ -31,14 +31,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from hotformerloc.index import Localizer, SearchFilter
-from hotformerloc.index.track import TrackConfig, filter_track, pose_error
 from hotformerloc.io.poses import rotation_to_quaternion
 from hotformerloc.pipelines.localize import localize_log
 from hotformerloc.synth.config import load_generator_config
 from hotformerloc.synth.generate import _make_world, _route_frame, _sensor_poses
 from hotformerloc.synth.sensors import ground_scan
+from localize import score_rows  # benchmarks/localize.py (this folder)
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 PC2, ODOM = "sensor_msgs/msg/PointCloud2", "nav_msgs/msg/Odometry"
 
 
@@ -128,31 +127,12 @@ def main() -> None:
         run = localize_log(loc, log, "/points", "/odom", Path(tmp) / "submaps", args.top_k,
                            SearchFilter(source="aerial"))  # fmt: skip
     true = [truth[round(float(s.entry.timestamp or 0.0), 6)] for s in run]
-    odo = np.stack([np.asarray(s.entry.pose) for s in run])
-    n = len(run)
-
-    def ok(p: np.ndarray, t: np.ndarray) -> bool:
-        dt, dr = pose_error(p, t)
-        return dt <= 5.0 and dr <= 5.0
-
-    print(f"{args.world} traversal {args.traversal}: {len(truth)} scans -> {n} submaps")
+    print(f"{args.world} traversal {args.traversal}: {len(truth)} scans -> {len(run)} submaps")
     print("| min confidence | single shot within 5 m / 5 deg | single shot false | "
           "filtered within | filtered false | matched / predicted |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for thr in THRESHOLDS:
-        rep = [(s.best.pose, t) for s, t in zip(run, true, strict=True)
-               if s.best is not None and s.best.confidence >= thr]  # fmt: skip
-        good = sum(ok(p, t) for p, t in rep)
-        track = filter_track(odo, [list(s.candidates) for s in run], TrackConfig(thr))
-        frep = [(p.pose, t) for p, t in zip(track, true, strict=True) if p.pose is not None]
-        fgood = sum(ok(p, t) for p, t in frep)
-        matched = sum(p.status == "matched" for p in track)
-        print(
-            f"| {thr} | {100 * good / n:.1f} % | {100 * (len(rep) - good) / max(len(rep), 1):.1f} %"
-            f" | {100 * fgood / n:.1f} % | {100 * (len(frep) - fgood) / max(len(frep), 1):.1f} %"
-            f" | {matched} / {len(frep) - matched} |",
-            flush=True,
-        )
+    for row in score_rows(run, true):
+        print(f"| {row} |", flush=True)
 
 
 if __name__ == "__main__":
