@@ -9,9 +9,29 @@ keeps working.
 
 from __future__ import annotations
 
+import os
+
 
 class HotformerlocError(ValueError):
     """Bad input to hotformerloc: one line naming the input and the problem."""
 
 
-__all__ = ["HotformerlocError"]
+class PathError(HotformerlocError):
+    """Bad input named by a path: the message is ``"<path>: <problem>"``.
+
+    Attributes:
+        path: the path as given by the caller (``os.fspath``).
+        problem: what is wrong, without the path.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type[PathError], tuple[str, str]]:
+        # Two-argument constructor: tell pickle (multiprocessing, DataLoader workers) how.
+        return (type(self), (self.path, self.problem))
+
+
+__all__ = ["HotformerlocError", "PathError"]

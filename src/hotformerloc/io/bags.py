@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hotformerloc.errors import HotformerlocError
+from hotformerloc.errors import PathError
 from hotformerloc.io.pointcloud import PointCloud, Source
 from hotformerloc.io.poses import quaternion_to_rotation, rotation_to_quaternion
 
@@ -68,7 +68,7 @@ MAX_LISTED = 8
 Array = NDArray[np.float64]
 
 
-class BagError(HotformerlocError):
+class BagError(PathError):
     """A bag is missing, unreadable or does not hold what was asked for.
 
     The message is ``"<path>: <problem>"``, e.g. ``"run.bag: unknown topic '/lidar'
@@ -79,14 +79,6 @@ class BagError(HotformerlocError):
         path: the bag path as given by the caller.
         problem: what is wrong, without the path.
     """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type[BagError], tuple[str, str]]:
-        return (type(self), (self.path, self.problem))
 
 
 # --------------------------------------------------------------------------- opening

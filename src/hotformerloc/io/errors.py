@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from hotformerloc.errors import HotformerlocError
+from hotformerloc.errors import HotformerlocError, PathError
 
 
-class PointCloudError(HotformerlocError):
+class PointCloudError(PathError):
     """A point-cloud file (or in-memory cloud) is missing, malformed or unusable.
 
     The message is always ``"<path>: <problem>"`` so that a log line alone says which file
@@ -19,15 +19,6 @@ class PointCloudError(HotformerlocError):
         path: the file path as given by the caller (or the cloud's name for in-memory checks).
         problem: what is wrong, without the path.
     """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type[PointCloudError], tuple[str, str]]:
-        # Two-argument constructor: tell pickle (multiprocessing, DataLoader workers) how.
-        return (type(self), (self.path, self.problem))
 
 
 class LayoutFileError(HotformerlocError):

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hotformerloc.errors import HotformerlocError
+from hotformerloc.errors import PathError
 
 __all__ = ["PickleError", "PickledObject", "load_plain_pickle"]
 
@@ -39,19 +39,11 @@ _BUILTINS = ("builtins", "__builtin__")
 _MAX_ELEMENTS = 1 << 31
 
 
-class PickleError(HotformerlocError):
+class PickleError(PathError):
     """A pickle is unreadable, or names a global this loader refuses.
 
     The message is ``"<path>: <problem>"``; ``path`` and ``problem`` are attributes.
     """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self) -> tuple[type[PickleError], tuple[str, str]]:
-        return (type(self), (self.path, self.problem))
 
 
 class _Refused(Exception):
