@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hotformerloc.cli.options import BatchSizeOpt, DeviceOpt, JsonOpt, PointsOpt, PosesOpt, SetOpt
+from hotformerloc.cli.options import (
+    BatchSizeOpt,
+    DeviceOpt,
+    JsonOpt,
+    PointsOpt,
+    PosesOpt,
+    SetOpt,
+    bag_topics,
+)
 from hotformerloc.data.prepare.common import PrepareError
 
 dataset_app = typer.Typer(help="Prepare and check datasets.", no_args_is_help=True)
@@ -250,8 +258,7 @@ def _prepare_bag(
         raise PrepareError(f"{name}: --bag applies to sequence only")
     if root is not None:
         raise PrepareError("give --root or --bag, not both")
-    if points is None or poses is None:
-        raise PrepareError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+    points, poses = bag_topics(points, poses)
     from hotformerloc.data.recordings import RecordingError
     from hotformerloc.data.recordings.bag import prepare_bag
 

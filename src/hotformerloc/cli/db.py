@@ -28,6 +28,7 @@ from hotformerloc.cli.options import (
     PosesOpt,
     PrecisionOpt,
     WorkersOpt,
+    bag_topics,
 )
 from hotformerloc.cli.progress import LogProgress
 from hotformerloc.index.search import SearchError
@@ -144,12 +145,11 @@ def build(
     if (data is None) == (bag is None):
         raise SearchError("give --data DIR or --bag FILE (one of them)")
     if bag is not None:
-        if points is None or poses is None:
-            raise SearchError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+        topics = bag_topics(points, poses)
         from hotformerloc.data.recordings.bag import prepare_bag
 
         data = submaps or out.with_name(out.name + ".submaps")
-        prepare_bag(bag, data, points, poses)
+        prepare_bag(bag, data, *topics)
     elif points is not None or poses is not None or submaps is not None:
         raise SearchError("--points, --poses and --submaps go with --bag")
     assert data is not None
@@ -417,19 +417,15 @@ def localize(
         raise SearchError(f"--top-k must be >= 1, got {top_k}")
     if sum(x is not None for x in (data, bag, scans)) != 1:
         raise SearchError("give one of --data DRIVE, --scans DIR or --bag FILE")
-    if bag is not None and (points is None or poses is None):
-        raise SearchError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+    topics = bag_topics(points, poses) if bag is not None else None
     if bag is None and (points is not None or poses is not None):
         raise SearchError("--points and --poses go with --bag")
     config = TrackConfig(min_confidence=min_confidence)
     loc = Localizer.open(db, model, device, precision=precision)
     where = SearchFilter(source=source)
     with _progress("localising") as update:
-        if bag is not None:
-            assert points is not None and poses is not None
-            run = localize_log(
-                loc, bag, points, poses, out / "submaps", top_k, where, config, update
-            )
+        if bag is not None and topics is not None:
+            run = localize_log(loc, bag, *topics, out / "submaps", top_k, where, config, update)
         elif scans is not None:
             run = localize_scans(loc, scans, out / "submaps", top_k, where, config, update)
         else:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from hotformerloc.errors import HotformerlocError
+
 DEVICE_HELP = "Compute device: auto (CUDA when available), cpu, cuda or cuda:N."
 JSON_HELP = "Print machine-readable JSON on stdout instead of tables."
 SET_HELP = "Override a config key: KEY=VALUE, dotted keys for sections (repeatable)."
@@ -44,6 +46,14 @@ POSES_HELP = "With --bag: an Odometry / PoseStamped topic or tf:PARENT->CHILD."
 PointsOpt = Annotated[str | None, typer.Option("--points", help=POINTS_HELP)]
 PosesOpt = Annotated[str | None, typer.Option("--poses", help=POSES_HELP)]
 RerankTopOpt = Annotated[int | None, typer.Option("--rerank-top", min=0, help=RERANK_TOP_HELP)]
+
+
+def bag_topics(points: str | None, poses: str | None) -> tuple[str, str]:
+    """The ``--points`` and ``--poses`` that a ``--bag`` needs (one line if one is missing)."""
+    if points is None or poses is None:
+        raise HotformerlocError("--bag needs --points TOPIC and --poses TOPIC|tf:PARENT->CHILD")
+    return points, poses
+
 
 # Old spellings (hidden; removed in the next release).
 OldBatchOpt = Annotated[int | None, typer.Option("--batch", min=1, hidden=True)]
