@@ -10,10 +10,11 @@ and
 (target >= 0.65 on the two paper configs with reference timings), plus the speed-up against
 the reference's timings (``../shared/data/reference_bench``). Also: bf16 inference where
 the CPU has native bf16 (time and cosine to fp32; elsewhere the fp32 fallback line), the
-CS-Wild-Places forward with bounded OpenMP spinning (``GOMP_SPINCOUNT``, in a child
-process: it must be set before torch loads), and forward time against input size on
-generated synthetic submaps (fixed scale, no per-cloud normalisation, so more points cover
-more ground and give more octree nodes).
+CS-Wild-Places forward under each CPU thread policy and with glibc's default malloc (see
+:func:`policy_lines`), and forward time against input size on generated synthetic submaps
+(fixed scale, no per-cloud normalisation, so more points cover more ground and give more
+octree nodes). Like the command line, the run keeps freed memory for reuse
+(:func:`hotformerloc.model.retain_freed_memory`).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/model.py [--threads 2] [--quick]
 """
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from hotformerloc import create_model
+from hotformerloc.model import layers, retain_freed_memory
 from hotformerloc.model.precision import autocast, bf16_cosine, cpu_flags, resolve_precision
 
 REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_bench"
@@ -47,7 +49,6 @@ REFERENCE = {
     "hotformerloc-oxford": ("urban_4096.npy", 135.5, 1.62, 26.0),
 }
 EFFICIENCY_TARGET = 0.65
-SPIN = "30000"  # GOMP_SPINCOUNT of the spinning line
 
 
 def median_time(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -78,6 +79,7 @@ def matmul_gflops() -> float:
 
 def _peak_worker(name: str, cloud: np.ndarray, batch: int, queue: object) -> None:
     torch.set_num_threads(2)
+    retain_freed_memory()
     model = create_model(name).eval()
     with torch.inference_mode():
         octree = model.build_octree([torch.from_numpy(cloud)] * batch)
@@ -167,8 +169,27 @@ def bf16_line(cloud: torch.Tensor) -> str:
     )
 
 
-def spin_line(threads: int, gflops: float) -> str:
-    """The CS-Wild-Places batch-1 forward in a child process with ``GOMP_SPINCOUNT``."""
+def policy_lines(threads: int, gflops: float, cloud: torch.Tensor) -> list[str]:
+    """The CS-Wild-Places batch-1 forward under the CPU policies, alternated in this process
+    (median of 3 rounds of 3): the default (blocks cut into parts on threads), one part at a
+    time (matmuls on all threads), and plain torch threading; then the default in a fresh
+    process whose malloc returns freed memory (glibc's default; this run keeps it, as
+    the command line does)."""
+    model = create_model("hotformerloc-cs-wild-places").eval()
+    policies = {"default": (True, True), "no parts": (True, False), "plain": (False, False)}
+    times: dict[str, list[float]] = {k: [] for k in policies}
+    with torch.inference_mode():
+        octree = model.build_octree([cloud])
+        for _ in range(3):
+            for name, (serial, split) in policies.items():
+                layers.SERIAL_CPU, layers.SPLIT_CPU = serial, split
+                times[name].append(median_time(lambda: model(octree), repeat=3))
+    layers.SERIAL_CPU, layers.SPLIT_CPU = True, True
+    ref = REFERENCE["hotformerloc-cs-wild-places"][1]
+    out = []
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        out.append(f"cs-wild-places, {name:<9}: {t:.3f} s, efficiency {ref / t / gflops:.2f}")
     code = (
         "import time, numpy as np, torch\n"
         "from hotformerloc import create_model\n"
@@ -181,17 +202,16 @@ def spin_line(threads: int, gflops: float) -> str:
         "        t = time.perf_counter(); m(o); ts.append(time.perf_counter() - t)\n"
         "print(sorted(ts)[2])\n"
     )
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SPIN}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     res = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     t = float(res.stdout.split()[-1])
-    eff = REFERENCE["hotformerloc-cs-wild-places"][1] / t / gflops
-    return (
-        f"cs-wild-places forward with OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT={SPIN}: "
-        f"{t:.3f} s, efficiency {eff:.2f} (for comparison; spinning is not a default: it stalls "
-        "when other processes share the cores)"
+    out.append(
+        f"cs-wild-places, default, malloc returning freed memory (fresh process): {t:.3f} s, "
+        f"efficiency {ref / t / gflops:.2f}"
     )
+    return out
 
 
 def scaling_clouds() -> list[torch.Tensor]:
@@ -230,10 +250,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    retained = retain_freed_memory()
     gflops = matmul_gflops()
+    flags = " ".join(sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma"}))
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"dense fp32 matmul {gflops:.1f} GFLOP/s (reference run: 189.8 at 2 threads)"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU flags {flags}, "
+        f"dense fp32 matmul {gflops:.1f} GFLOP/s (reference run: 189.8 at 2 threads), "
+        f"malloc keeps freed memory: {'yes' if retained else 'no'}"
     )
     forest = load_cloud("forest_28000.npy")
     urban = load_cloud("urban_4096.npy")
@@ -268,7 +291,8 @@ def main() -> None:
         )
     print(f"efficiency target: >= {EFFICIENCY_TARGET} on the configs with reference timings")
     print(bf16_line(forest))
-    print(spin_line(args.threads, gflops))
+    for line in policy_lines(args.threads, gflops, forest):
+        print(line)
     model = create_model("hotformerloc-cs-wild-places", normalize_points=False).eval()
     base = None
     print(f"{'points':>8}{'leaves':>8}{'fwd s':>8}{'x points':>9}{'x leaves':>9}{'x time':>8}")

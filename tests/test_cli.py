@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -37,6 +38,20 @@ def test_info_json_reports_versions_threads_device():
     assert data["device"] in ("cpu", "cuda")
     assert data["torch_threads"] >= 1
     assert data["omp_wait_policy"] == "PASSIVE"
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert data["malloc_retains_freed_memory"] is glibc
+
+
+def test_info_leaves_a_user_malloc_setting_alone():
+    r = subprocess.run(
+        [sys.executable, "-m", "hotformerloc.cli.main", "info", "--json"],
+        env={**ENV, "MALLOC_MMAP_THRESHOLD_": "131072"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["malloc_retains_freed_memory"] is False
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -282,19 +283,114 @@ def test_serial_cpu_runs_gathers_on_one_thread_and_matmuls_on_all(
         torch.set_num_threads(saved)
 
 
-def test_serial_cpu_leaves_descriptors_unchanged(monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"window_batching": "reference"},  # pair masks, leaky windows
+        {"adape_mode": "none", "dilation": 2},  # relay tokens from CPE (no residual)
+        {"disable_rt": True, "disable_rpe": True},  # plain OctFormer levels, key masks
+    ],
+)
+@pytest.mark.parametrize("fill", [0.35, 0.0, 1.1])  # as chosen / all dense / all sparse
+def test_serial_cpu_leaves_descriptors_unchanged(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object], fill: float
+):
+    """The CPU inference policy (one torch thread per op, matmuls on all, blocks cut into
+    parts run at once on threads) gives the plain forward's descriptors."""
     from hotformerloc import create_model
 
     torch.manual_seed(9)
-    model = create_model("hotformerloc-small").eval()
+    monkeypatch.setattr(layers, "DENSE_FILL", fill)
+    monkeypatch.setattr(layers, "MIN_SPLIT_ROWS", 16)  # split even these small clouds
+    model = create_model("hotformerloc-small", **overrides).eval()
     clouds = [torch.rand(3000, 3) * 2 - 1, torch.rand(2000, 3) * 2 - 1]
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         with torch.inference_mode():
-            fast = model.embed(clouds)
+            split = model.embed(clouds)
+            monkeypatch.setattr(layers, "SPLIT_CPU", False)
+            serial = model.embed(clouds)
             monkeypatch.setattr(layers, "SERIAL_CPU", False)
             plain = model.embed(clouds)
     finally:
         torch.set_num_threads(saved)
-    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(split, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(serial, plain, atol=1e-5, rtol=0)
+
+
+def test_run_jobs_covers_every_row_once_on_several_threads(monkeypatch: pytest.MonkeyPatch):
+    """Inside serial_cpu each job is cut into near-equal ranges (none shorter than
+    min_rows) that partition [0, n), run on more than one thread, in the caller's
+    inference mode; outside, each job runs whole on the calling thread."""
+    import threading
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[tuple[str, int, int, str, bool, int]] = []
+    lock = threading.Lock()
+
+    def job(name: str) -> layers.Job:
+        def fn(a: int, b: int) -> None:
+            time.sleep(0.02)  # long enough for the second thread to take a range
+            with lock:
+                seen.append(
+                    (
+                        name,
+                        a,
+                        b,
+                        threading.current_thread().name,
+                        torch.is_inference_mode_enabled(),
+                        torch.get_num_threads(),
+                    )
+                )
+
+        return layers.Job(300 if name == "big" else 5, fn, min_rows=100)
+
+    try:
+        with torch.inference_mode(), layers.serial_cpu(torch.device("cpu")):
+            layers.run_jobs([job("big"), job("small")])
+        inside = list(seen)
+        seen.clear()
+        layers.run_jobs([job("big"), job("small")])
+        outside = list(seen)
+    finally:
+        torch.set_num_threads(saved)
+    ranges = sorted((n, a, b) for n, a, b, *_ in inside)
+    assert ranges == [("big", 0, 150), ("big", 150, 300), ("small", 0, 5)]
+    assert len({t for *_, t, _, _ in inside}) == 2  # two threads
+    assert all(inf and threads == 1 for *_, inf, threads in inside)
+    assert [(n, a, b) for n, a, b, *_ in outside] == [("big", 0, 300), ("small", 0, 5)]
+    assert {t for *_, t, _, _ in outside} == {threading.current_thread().name}
+
+
+def test_run_jobs_raises_a_worker_error_after_all_ranges_end():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    done: list[int] = []
+
+    def fn(a: int, b: int) -> None:
+        if a > 0:
+            raise ValueError(f"range {a}-{b}")
+        time.sleep(0.05)
+        done.append(a)
+
+    try:
+        with (
+            pytest.raises(ValueError, match="range 100-200"),
+            torch.no_grad(),
+            layers.serial_cpu(torch.device("cpu")),
+        ):
+            layers.split_run(200, fn, min_rows=100)
+    finally:
+        torch.set_num_threads(saved)
+    assert done == [0] and torch.get_num_threads() == saved
+
+
+def test_attention_layout_part_rows_cover_the_valid_slots():
+    index = torch.tensor([[0, 1, -1], [2, -1, -1], [3, 4, 5]])
+    layout = AttentionLayout.from_index(index, 6)
+    slots, tokens = layout.part_rows(1, 3)
+    assert slots.tolist() == [0, 3, 4, 5] and tokens.tolist() == [2, 3, 4, 5]
+    assert layout.part_rows(1, 3)[0] is slots  # cached

@@ -66,6 +66,10 @@ class UserError(HotformerlocError):
     """A bad command line (options that do not go together): one line, exit code 2."""
 
 
+#: Whether :func:`~hotformerloc.model.device.retain_freed_memory` applied (``info``).
+_MALLOC_RETAINED = False
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"hotformerloc {__version__}")
@@ -79,6 +83,10 @@ def main(
     ] = False,
 ) -> None:
     """Lidar place recognition across ground and aerial views (HOTFormerLoc)."""
+    from hotformerloc.model.device import retain_freed_memory
+
+    global _MALLOC_RETAINED
+    _MALLOC_RETAINED = retain_freed_memory()
 
 
 @app.command()
@@ -99,6 +107,7 @@ def info(
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "malloc_retains_freed_memory": _MALLOC_RETAINED,
         "device": "cuda" if cuda else "cpu",
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if cuda

@@ -11,7 +11,7 @@ See ``docs/model.md``.
 """
 
 from hotformerloc.model.config import ModelConfig, model_config_from_dict
-from hotformerloc.model.device import DeviceError, resolve_device
+from hotformerloc.model.device import DeviceError, resolve_device, retain_freed_memory
 from hotformerloc.model.network import (
     HOTFormerLoc,
     build_input_octree,
@@ -33,4 +33,5 @@ __all__ = [
     "prepare_points",
     "register_model",
     "resolve_device",
+    "retain_freed_memory",
 ]

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -28,16 +28,21 @@ from hotformerloc.model.config import ADAPE_DIMS
 from hotformerloc.model.layers import (
     CPE,
     MASK_VALUE,
+    MIN_SPLIT_ROWS,
     MLP,
     RPE,
     Attention,
     AttentionLayout,
     DropPath,
+    Job,
     SlotPairs,
     fill_codes_,
+    matmul_threads,
     rpe_index,
     rpe_mask_code,
     rpe_zero_code,
+    run_jobs,
+    splitting,
 )
 from hotformerloc.octree import (
     Octree,
@@ -238,10 +243,55 @@ class PreNormBlock(nn.Module):
     ) -> Tensor:
         """``x`` (T, C) tokens, ``batch_id`` (T,) their samples -> (T, C).
 
-        ``mask``: optional (nw, H, L, L) additive attention mask (default: the key mask).
+        ``mask``: optional (H or 1, nw, L, L) additive attention mask (default: the key
+        mask).
         """
-        x = x + self.drop_path(self.attn(self.norm1(x), layout, mask), batch_id, batch_size)
-        return x + self.drop_path(self.mlp(self.norm2(x)), batch_id, batch_size)
+        return self.run(x, layout, batch_id, batch_size, lambda a, b: mask)
+
+    def run(
+        self,
+        x: Tensor,
+        layout: AttentionLayout,
+        batch_id: Tensor,
+        batch_size: int,
+        mask_of: Callable[[int, int], Tensor | None],
+    ) -> Tensor:
+        """:meth:`forward` with the mask of groups [a, b) given by ``mask_of(a, b)`` (whole
+        mask: ``mask_of(0, nw)``; None: the key mask).
+
+        In CPU inference (:func:`~hotformerloc.model.layers.serial_cpu`, eval mode) the
+        groups are cut into ranges run at once: each gathers its tokens and runs the whole
+        block on them (every step after the gather is per token or per group).
+        """
+        if self.training or not splitting(x, self.norm1.weight):
+            mask = mask_of(0, layout.index.shape[0])
+            x = x + self.drop_path(self.attn(self.norm1(x), layout, mask), batch_id, batch_size)
+            return x + self.drop_path(self.mlp(self.norm2(x)), batch_id, batch_size)
+        out, job = self.job(x, layout, mask_of)
+        run_jobs([job])
+        return out
+
+    def job(
+        self, x: Tensor, layout: AttentionLayout, mask_of: Callable[[int, int], Tensor | None]
+    ) -> tuple[Tensor, Job]:
+        """Inference (eval mode): the output of :meth:`run` and the :class:`Job` over
+        groups that fills it."""
+        nw, length = layout.index.shape
+        out = torch.empty_like(x)
+        key_mask = layout.key_mask(x.dtype).view(1, nw, 1, length)
+
+        def part(a: int, b: int) -> None:
+            t = x.index_select(0, layout.index[a:b].reshape(-1))  # (n L, C)
+            mask = mask_of(a, b)
+            mask = key_mask[:, a:b] if mask is None else mask
+            heads = self.attn.heads(self.norm1(t).view(b - a, length, -1), mask)
+            with matmul_threads():
+                t += self.attn.proj(heads.view(t.shape))
+            t += self.mlp(self.norm2(t))
+            slots, tokens = layout.part_rows(a, b)
+            out.index_copy_(0, tokens, t.index_select(0, slots))
+
+        return out, Job(nw, part, max(1, MIN_SPLIT_ROWS // length))
 
 
 class OctFormerBlock(PreNormBlock):
@@ -261,11 +311,17 @@ class OctFormerBlock(PreNormBlock):
         self.cpe = CPE(dim)
         self.rpe = RPE(num_heads, rpe_bound) if rpe_bound is not None else None
 
-    def _mask(self, view: DepthView, relay: bool, dtype: torch.dtype) -> Tensor | None:
+    def mask_of(
+        self, view: DepthView, relay: bool, dtype: torch.dtype
+    ) -> Callable[[int, int], Tensor | None]:
+        """The attention mask of windows [a, b) (RPE bias, reference pair mask or None)."""
         dilation = 1 if relay else self.dilation
-        if self.rpe is None:
-            return view.pair_mask(dilation, relay, dtype)
-        return self.rpe(view.bias_index(dilation, self.rpe.bound, relay))
+        rpe = self.rpe
+        if rpe is None:
+            pair = view.pair_mask(dilation, relay, dtype)
+            return lambda a, b: None if pair is None else pair[:, a:b]
+        index = view.bias_index(dilation, rpe.bound, relay)
+        return lambda a, b: rpe(index[:, a:b])
 
     def forward(  # type: ignore[override]  # a DepthView replaces the base's layout args
         self, x: Tensor, view: DepthView, relay: Tensor | None = None
@@ -274,18 +330,18 @@ class OctFormerBlock(PreNormBlock):
 
         Returns ``(x, relay)`` updated (``relay`` stays None when not given).
         """
-        x = x + self.cpe(x, view.neighbours)
+        x = self.cpe(x, view.neighbours, residual=True)
         if relay is None:
-            mask = self._mask(view, False, x.dtype)
+            mask = self.mask_of(view, False, x.dtype)
             layout = view.layout(self.dilation)
-            return super().forward(x, layout, view.batch_id, view.batch_size, mask), None
+            return self.run(x, layout, view.batch_id, view.batch_size, mask), None
         tokens = torch.cat([x, relay])
-        tokens = super().forward(
+        tokens = self.run(
             tokens,
             view.relay_layout,
             view.relay_batch_id,
             view.batch_size,
-            self._mask(view, True, x.dtype),
+            self.mask_of(view, True, x.dtype),
         )
         return tokens[: view.num_nodes], tokens[view.num_nodes :]
 
@@ -384,9 +440,32 @@ class HOTFormerBlock(nn.Module):
         ``cat(relays)`` by sample (``relay_batch_id`` its (sum nw_j,) samples)."""
         rt = self.rtsa(torch.cat(relays), relay_layout, relay_batch_id, views[0].batch_size)
         relays = list(rt.split([r.shape[0] for r in relays]))
+        if not self.training and splitting(feats[0], self.rtsa.norm1.weight):
+            return self._levels_at_once(feats, relays, views)
         out_f, out_r = [], []
         for block, f, r, view in zip(self.hosa, feats, relays, views, strict=True):
             f, r = block(f, view, r)
             out_f.append(f)
             out_r.append(r)
         return out_f, out_r
+
+    def _levels_at_once(
+        self, feats: list[Tensor], relays: list[Tensor], views: list[DepthView]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """The H-OSA blocks of all levels in CPU inference: the CPEs of all levels run as
+        one set of jobs, then the attention and MLP of all levels (levels are independent)."""
+        hosa = cast("list[OctFormerBlock]", list(self.hosa))
+        cpes = [
+            block.cpe.job(f, view.neighbours, residual=True)
+            for block, f, view in zip(hosa, feats, views, strict=True)
+        ]
+        run_jobs([job for _, job in cpes])
+        outs = [
+            block.job(torch.cat([x, r]), view.relay_layout, block.mask_of(view, True, x.dtype))
+            for block, (x, _), r, view in zip(hosa, cpes, relays, views, strict=True)
+        ]
+        run_jobs([job for _, job in outs])
+        return (
+            [t[: view.num_nodes] for (t, _), view in zip(outs, views, strict=True)],
+            [t[view.num_nodes :] for (t, _), view in zip(outs, views, strict=True)],
+        )

@@ -10,8 +10,11 @@ device-agnostic and never leaves the tensor's device.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,19 +39,48 @@ DENSE_FILL = 0.35
 
 #: Torch threads of the matmul-heavy ops inside :func:`serial_cpu` (None: outside it).
 _MATMUL_THREADS: ContextVar[int | None] = ContextVar("matmul_threads", default=None)
+#: Parts that :func:`split_run` cuts work into (1: no splitting; set by :func:`serial_cpu`).
+_SPLIT_PARTS: ContextVar[int] = ContextVar("split_parts", default=1)
 #: Whether :func:`serial_cpu` switches threads at all (the forward's CPU thread policy).
 SERIAL_CPU = True
+#: Whether :func:`serial_cpu` also runs row- or window-parallel parts on Python threads.
+SPLIT_CPU = True
+#: Work smaller than this many rows (per part) is not split.
+MIN_SPLIT_ROWS = 128
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's split worker threads (grown to ``workers`` on demand), each set to one
+    torch thread once (OpenMP's thread count is per calling thread: a fresh thread would
+    run its matmuls on every core)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(
+                workers,
+                thread_name_prefix="hotformerloc-split",
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
+        return _POOL
 
 
 @contextlib.contextmanager
 def serial_cpu(device: torch.device) -> Iterator[None]:
-    """Run the body on one torch thread, except for the ops inside :func:`matmul_threads`,
-    which get the thread count in force on entry. CPU inference only (no grad); nothing
-    otherwise.
+    """CPU inference thread policy (no grad; nothing otherwise): the body runs on one torch
+    thread, except for the ops inside :func:`matmul_threads`, which get the thread count
+    in force on entry, and the work passed to :func:`split_run`, which is cut into that
+    many parts run at once on Python threads (each on one torch thread).
 
     With ``OMP_WAIT_POLICY=PASSIVE`` each multi-threaded op wakes sleeping threads, which
     costs more than a second core saves on the gathers and element-wise ops of this network
-    (measured: a (806, 256) ``index_select`` 29 us on one thread, 42-69 us on two).
+    (measured: a (806, 256) ``index_select`` 29 us on one thread, 42-69 us on two); a part
+    of a block per thread keeps every core busy with no per-op wake-up.
     """
     threads = torch.get_num_threads()
     off = device.type != "cpu" or threads == 1 or not SERIAL_CPU or torch.is_grad_enabled()
@@ -56,11 +88,13 @@ def serial_cpu(device: torch.device) -> Iterator[None]:
         yield
         return
     token = _MATMUL_THREADS.set(threads)
+    parts = _SPLIT_PARTS.set(threads if SPLIT_CPU else 1)
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        _SPLIT_PARTS.reset(parts)
         _MATMUL_THREADS.reset(token)
 
 
@@ -76,6 +110,92 @@ def matmul_threads() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(1)
+
+
+def split_parts(n: int, min_rows: int = MIN_SPLIT_ROWS) -> int:
+    """How many parts :func:`split_run` cuts ``n`` rows into here (1: run as one)."""
+    return max(1, min(_SPLIT_PARTS.get(), n // max(min_rows, 1)))
+
+
+def split_bounds(n: int, parts: int) -> list[int]:
+    """``parts + 1`` ascending cut points of [0, n) into near-equal ranges."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Work over the rows (or groups) [0, n) that :func:`run_jobs` may cut into ranges:
+    ``fn(a, b)`` computes and writes the outputs of rows [a, b) only. No range is cut
+    shorter than ``min_rows``."""
+
+    n: int
+    fn: Callable[[int, int], object]
+    min_rows: int = MIN_SPLIT_ROWS
+
+
+def splitting(x: Tensor, w: Tensor) -> bool:
+    """Whether work on ``x`` with weight ``w`` is cut up here: inside :func:`serial_cpu`
+    with several threads, in inference (see :func:`in_place_ok`)."""
+    return _SPLIT_PARTS.get() > 1 and in_place_ok(x, w)
+
+
+def _drain(
+    tasks: Iterator[tuple[Callable[[int, int], object], int, int]],
+    lock: threading.Lock,
+    inference: bool,
+) -> None:
+    """Run ``fn(a, b)`` from ``tasks`` until it is empty, on this thread's one torch thread
+    without gradients (inference mode as the caller's: grad modes are per thread), no
+    nested splitting."""
+    matmul = _MATMUL_THREADS.set(None)
+    parts = _SPLIT_PARTS.set(1)
+    try:
+        with torch.inference_mode(inference), torch.no_grad():
+            while True:
+                with lock:
+                    task = next(tasks, None)
+                if task is None:
+                    return
+                fn, a, b = task
+                fn(a, b)
+    finally:
+        _SPLIT_PARTS.reset(parts)
+        _MATMUL_THREADS.reset(matmul)
+
+
+def run_jobs(jobs: Sequence[Job]) -> None:
+    """Run every job: inside :func:`serial_cpu` each job is cut into up to as many
+    near-equal ranges as threads (at least ``min_rows`` each) and the ranges of all jobs
+    are run at once, each thread taking the next range when it is free (list the largest
+    jobs first); elsewhere ``fn(0, n)`` of each job in turn, here."""
+    threads = _SPLIT_PARTS.get()
+    tasks = []
+    for job in jobs:
+        parts = max(1, min(threads, job.n // max(job.min_rows, 1)))
+        bounds = split_bounds(job.n, parts)
+        tasks += [(job.fn, a, b) for a, b in itertools.pairwise(bounds)]
+    if threads == 1 or len(tasks) == 1:
+        for fn, a, b in tasks:
+            fn(a, b)
+        return
+    pending = iter(tasks)
+    lock = threading.Lock()
+    inference = torch.is_inference_mode_enabled()
+    workers = min(threads, len(tasks)) - 1
+    pool = _pool(workers)
+    futures = [pool.submit(_drain, pending, lock, inference) for _ in range(workers)]
+    try:
+        _drain(pending, lock, inference)
+    finally:
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def split_run(n: int, fn: Callable[[int, int], object], min_rows: int = MIN_SPLIT_ROWS) -> None:
+    """:func:`run_jobs` of the one job ``Job(n, fn, min_rows)``."""
+    run_jobs([Job(n, fn, min_rows)])
 
 
 def trunc_normal_(t: Tensor, std: float = 0.02) -> Tensor:
@@ -173,19 +293,29 @@ class SlotPairs:
         :data:`DENSE_FILL` full)."""
         return self.fill < DENSE_FILL
 
-    def tiles(self, pair_bytes: int, device: torch.device) -> list[PairTile]:
+    def tiles(self, pair_bytes: int, device: torch.device, parts: int = 1) -> list[PairTile]:
         """The pairs cut into output-row tiles of at most ``CHUNK_BYTES / pair_bytes`` pairs
-        on CPU (one tile on other devices); built once per size and cached.
+        on CPU (one tile on other devices), and into at least ``parts`` tiles when there
+        are enough output rows; built once per size and cached.
 
         Large CPU temporaries are returned to the OS when freed and page-faulted again on
         every allocation, which costs more than the arithmetic; small ones are recycled.
         """
         max_pairs = CHUNK_BYTES // max(pair_bytes, 1) if device.type == "cpu" else 0
+        if parts > 1:
+            share = -(-self.num_pairs // parts)
+            max_pairs = min(max_pairs, share) if max_pairs else share
         tiles = self._tiles.get(max_pairs)
         if tiles is None:
             tiles = self._make_tiles(max_pairs)
             self._tiles[max_pairs] = tiles
         return tiles
+
+    @cached_property
+    def num_pairs(self) -> int:
+        """Non-empty entries outside the centre slot."""
+        centre = self.num_out if self.centre is not None else 0
+        return int(torch.count_nonzero(self.table)) - centre
 
     def _make_tiles(self, max_pairs: int) -> list[PairTile]:
         valid = self.table > 0
@@ -228,7 +358,7 @@ class SlotPairs:
         )
 
 
-def _in_place_ok(x: Tensor, w: Tensor) -> bool:
+def in_place_ok(x: Tensor, w: Tensor) -> bool:
     """Whether a conv may accumulate in place into reused buffers: no autograd graph to
     keep (inference) and no autocast to apply."""
     grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
@@ -269,31 +399,23 @@ class OctreeConv(nn.Module):
         centre = pairs.centre
         xp = with_zero_row(x)
         if pairs.sparse:
-            outs = []
             pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
-            for tile in pairs.tiles(pair_bytes, x.device):
-                g = tile.gather(xp)
-                with matmul_threads():
-                    prod = torch.bmm(g, w.index_select(0, tile.slots))
-                y = tile.reduce(prod)
-                if centre is not None:
-                    with matmul_threads():
-                        y = torch.addmm(y, x[tile.rows], w[centre])
-                outs.append(y)
-            out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        elif _in_place_ok(x, w):
-            # One (N_out, Cin) gather into one reused buffer and one matmul-accumulate in
-            # place per slot: no fresh allocation per slot.
-            with matmul_threads():
-                out = (
-                    x @ w[centre] if centre is not None else x.new_zeros(pairs.num_out, w.shape[2])
-                )
-            buf = x.new_empty(pairs.num_out, x.shape[1])
-            for s in range(self.num_slots):
-                if s != centre:
-                    torch.index_select(xp, 0, pairs.table_t[s], out=buf)
-                    with matmul_threads():
-                        out.addmm_(buf, w[s])
+            parts = split_parts(pairs.num_out)
+            tiles = pairs.tiles(pair_bytes, x.device, parts)
+            if parts > 1 and len(tiles) > 1:
+                out = x.new_empty(pairs.num_out, self.out_channels)
+
+                def tile_part(i: int, j: int) -> None:
+                    for tile in tiles[i:j]:
+                        out[tile.rows] = self._tile(x, xp, tile, centre)
+
+                split_run(len(tiles), tile_part, min_rows=1)
+            else:
+                outs = [self._tile(x, xp, tile, centre) for tile in tiles]
+                out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        elif in_place_ok(x, w):
+            out = x.new_empty(pairs.num_out, self.out_channels)
+            split_run(pairs.num_out, lambda a, b: self._dense_rows(x, xp, pairs, a, b, out))
         else:
             # Out-of-place, so that autocast applies and autograd sees every step.
             if centre is not None:
@@ -304,6 +426,38 @@ class OctreeConv(nn.Module):
                 if s != centre:
                     out = torch.addmm(out, xp.index_select(0, pairs.table_t[s]), w[s])
         return out if self.bias is None else out + self.bias
+
+    def _tile(self, x: Tensor, xp: Tensor, tile: PairTile, centre: int | None) -> Tensor:
+        """The output rows of one sparse tile, (R, Cout), bias excluded."""
+        w = self.weight
+        g = tile.gather(xp)
+        with matmul_threads():
+            prod = torch.bmm(g, w.index_select(0, tile.slots))
+        y = tile.reduce(prod)
+        if centre is not None:
+            with matmul_threads():
+                y = torch.addmm(y, x[tile.rows], w[centre])
+        return y
+
+    def _dense_rows(
+        self, x: Tensor, xp: Tensor, pairs: SlotPairs, a: int, b: int, out: Tensor
+    ) -> None:
+        """Output rows [a, b) of the dense path into ``out`` (inference, in place): one
+        (b - a, Cin) gather into one reused buffer and one matmul-accumulate per slot."""
+        w = self.weight
+        centre = pairs.centre
+        o = out[a:b]
+        with matmul_threads():
+            if centre is not None:
+                torch.mm(x[a:b], w[centre], out=o)
+            else:
+                o.zero_()
+        buf = x.new_empty(b - a, x.shape[1])
+        for s in range(self.num_slots):
+            if s != centre:
+                torch.index_select(xp, 0, pairs.table_t[s, a:b], out=buf)
+                with matmul_threads():
+                    o.addmm_(buf, w[s])
 
 
 class OctreeDWConv(nn.Module):
@@ -321,21 +475,56 @@ class OctreeDWConv(nn.Module):
 
     def forward(self, x: Tensor, pairs: SlotPairs) -> Tensor:
         """``x`` (N, C); ``pairs`` from the (N, 27) neighbour table -> (N, C)."""
+        if not in_place_ok(x, self.weight):
+            return self._plain(x, pairs)
+        out = x.new_empty(x.shape)
+        self.run(x, pairs, lambda a, b, y: out[a:b].copy_(y))
+        return out
+
+    def run(self, x: Tensor, pairs: SlotPairs, emit: Callable[[int, int, Tensor], object]) -> None:
+        """Inference: call ``emit(a, b, y)`` with ``y`` the (b - a, C) output rows [a, b),
+        over ranges covering [0, N) (see :meth:`job`)."""
+        run_jobs([self.job(x, pairs, emit)])
+
+    def job(self, x: Tensor, pairs: SlotPairs, emit: Callable[[int, int, Tensor], object]) -> Job:
+        """:meth:`run` as a :class:`Job` (ranges of rows, or of sparse tiles)."""
+        xp = with_zero_row(x)
+        if not pairs.sparse:
+            return Job(pairs.num_out, lambda a, b: emit(a, b, self._dense_rows(x, xp, pairs, a, b)))
+        parts = split_parts(pairs.num_out)
+        tiles = pairs.tiles(x.shape[1] * x.element_size(), x.device, parts)
+
+        def tile_part(i: int, j: int) -> None:
+            for tile in tiles[i:j]:
+                emit(tile.rows.start, tile.rows.stop, self._tile(x, xp, tile))
+
+        return Job(len(tiles), tile_part, min_rows=1 if parts > 1 else len(tiles))
+
+    def _tile(self, x: Tensor, xp: Tensor, tile: PairTile) -> Tensor:
+        """The output rows of one sparse tile, (R, C)."""
+        w = self.weight
+        vals = tile.gather(xp) * w.index_select(0, tile.slots)[:, None, :]
+        return torch.addcmul(tile.reduce(vals), x[tile.rows], w[13])
+
+    def _dense_rows(self, x: Tensor, xp: Tensor, pairs: SlotPairs, a: int, b: int) -> Tensor:
+        """Output rows [a, b) of the dense path (in place into one reused buffer)."""
+        w = self.weight
+        out = x[a:b] * w[13]
+        buf = torch.empty_like(out)
+        for s in range(27):
+            if s != 13:
+                out.addcmul_(torch.index_select(xp, 0, pairs.table_t[s, a:b], out=buf), w[s])
+        return out
+
+    def _plain(self, x: Tensor, pairs: SlotPairs) -> Tensor:
+        """Out-of-place (autograd, autocast)."""
         w = self.weight
         xp = with_zero_row(x)
         if pairs.sparse:
-            outs = []
-            for tile in pairs.tiles(x.shape[1] * x.element_size(), x.device):
-                vals = tile.gather(xp) * w.index_select(0, tile.slots)[:, None, :]
-                outs.append(torch.addcmul(tile.reduce(vals), x[tile.rows], w[13]))
+            tiles = pairs.tiles(x.shape[1] * x.element_size(), x.device)
+            outs = [self._tile(x, xp, tile) for tile in tiles]
             return outs[0] if len(outs) == 1 else torch.cat(outs)
         out = x * w[13]
-        if _in_place_ok(x, w):
-            buf = torch.empty_like(x)
-            for s in range(27):
-                if s != 13:
-                    out.addcmul_(torch.index_select(xp, 0, pairs.table_t[s], out=buf), w[s])
-            return out
         for s in range(27):
             if s != 13:
                 out = out.addcmul_(xp.index_select(0, pairs.table_t[s]), w[s])
@@ -350,9 +539,26 @@ class CPE(nn.Module):
         self.conv = OctreeDWConv(channels)
         self.norm = nn.LayerNorm(channels)
 
-    def forward(self, x: Tensor, neighbours: SlotPairs) -> Tensor:
-        """``x`` (N, C) -> (N, C)."""
-        return self.norm(self.conv(x, neighbours))
+    def forward(self, x: Tensor, neighbours: SlotPairs, residual: bool = False) -> Tensor:
+        """``x`` (N, C) -> LN(DWConv(x)), or ``x +`` that with ``residual``, (N, C)."""
+        if not in_place_ok(x, self.conv.weight):
+            y = self.norm(self.conv(x, neighbours))
+            return x + y if residual else y
+        out, job = self.job(x, neighbours, residual)
+        run_jobs([job])
+        return out
+
+    def job(self, x: Tensor, neighbours: SlotPairs, residual: bool = False) -> tuple[Tensor, Job]:
+        """Inference: the output tensor of :meth:`forward` and the :class:`Job` that fills it."""
+        out = x.new_empty(x.shape)
+
+        def emit(a: int, b: int, y: Tensor) -> None:
+            if residual:
+                torch.add(x[a:b], self.norm(y), out=out[a:b])
+            else:
+                out[a:b] = self.norm(y)
+
+        return out, self.conv.job(x, neighbours, emit)
 
 
 class RPE(nn.Module):
@@ -385,8 +591,8 @@ class RPE(nn.Module):
         xy = (t[:, 0, :, None] + t[:, 1, None, :]).reshape(heads, side * side)
         xy = torch.cat([xy, extra + extra], 1)
         z = torch.cat([t[:, 2], extra], 1)
-        flat = index.view(2, -1)
-        bias = xy.index_select(1, flat[0]).add_(z.index_select(1, flat[1]))
+        bias = xy.index_select(1, index[0].reshape(-1))
+        bias.add_(z.index_select(1, index[1].reshape(-1)))
         return bias.view(heads, nw, length, length)
 
 
@@ -435,6 +641,18 @@ class AttentionLayout:
     index: Tensor
     valid: Tensor
     inverse: Tensor
+    _parts: dict[tuple[int, int], tuple[Tensor, Tensor]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def part_rows(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Groups [start, stop): (flat slots of their valid slots, counted from group
+        ``start``, and the tokens in them), cached."""
+        key = (start, stop)
+        if key not in self._parts:
+            slots = self.valid[start:stop].reshape(-1).nonzero().view(-1)
+            self._parts[key] = (slots, self.index[start:stop].reshape(-1)[slots])
+        return self._parts[key]
 
     @staticmethod
     def from_index(index: Tensor, num_tokens: int) -> AttentionLayout:
@@ -499,19 +717,24 @@ class Attention(nn.Module):
         RPE bias with the key mask folded in, see :class:`RPE`); default: the layout's key
         mask.
         """
-        c = x.shape[1]
         nw, length = layout.index.shape
-        h = self.num_heads
-        tokens = layout.gather(x)
         if mask is None:
             mask = layout.key_mask(x.dtype).view(1, nw, 1, length)
+        out = self.heads(layout.gather(x), mask)
+        out = layout.scatter(out)
+        with matmul_threads():
+            return self.proj(out)
+
+    def heads(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Grouped tokens (nw, L, C) and their mask -> (nw, L, C) attention output, before
+        the output projection."""
+        nw, length, c = tokens.shape
+        h = self.num_heads
         with matmul_threads():
             qkv = self.qkv(tokens)  # (nw, L, 3C)
             q, k, v = qkv.view(nw, length, 3, h, c // h).permute(2, 3, 0, 1, 4).unbind(0)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (H, nw, L, C/H)
-        out = layout.scatter(out.permute(1, 2, 0, 3).reshape(nw, length, c))
-        with matmul_threads():
-            return self.proj(out)
+        return out.permute(1, 2, 0, 3).reshape(nw, length, c)
 
 
 class MLP(nn.Module):
