@@ -243,8 +243,12 @@ def main() -> None:
     kinds = args.kinds.split(",")
     import faiss
 
+    from hotformerloc.model import retain_freed_memory
+
+    retained = retain_freed_memory()  # as the command line does
     print(
         f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPUs"
+        f", malloc keeps freed memory: {'yes' if retained else 'no'}"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,38 +68,58 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return request.param
 
 
-def test_conv3_equals_dense_conv3d(octree: Octree, mode: str):
+@pytest.fixture(params=["autograd", "inference", "inference-per-slot"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The out-of-place path autograd records, or the inference paths: as chosen by size
+    (im2col for few inputs per row, one gather for small depthwise inputs) or forced per
+    slot / per tile."""
+    if request.param == "inference-per-slot":
+        monkeypatch.setattr(layers, "IM2COL_WIDTH", 0)
+        monkeypatch.setattr(layers, "DW_GATHER_ALL", 0)
+    return request.param
+
+
+def run_conv(path: str, conv: torch.nn.Module, x: torch.Tensor, pairs: SlotPairs) -> torch.Tensor:
+    if path == "autograd":
+        out = conv(x, pairs)
+        assert out.requires_grad
+        return out.detach()
+    with torch.inference_mode():
+        return conv(x, pairs)
+
+
+def test_conv3_equals_dense_conv3d(octree: Octree, mode: str, path: str):
     torch.manual_seed(0)
-    conv = OctreeConv(5, 7, 27)
-    x = torch.randn(octree.num_nodes(DEPTH), 5)
+    conv = OctreeConv(4, 7, 27)  # 4 x 27 inputs per row: im2col at inference
+    x = torch.randn(octree.num_nodes(DEPTH), 4)
     pairs = SlotPairs.from_table(octree.neighbours[DEPTH], centre=13)
     assert pairs.sparse == (mode != "dense")
-    out = conv(x, pairs)
+    out = run_conv(path, conv, x, pairs)
     if mode == "sparse-chunked":
         assert len(pairs.tiles(48, x.device)) > 100
     # weight (27, Cin, Cout), slot (dx+1)*9 + (dy+1)*3 + (dz+1) -> kernel[o, i, dx+1, dy+1, dz+1]
-    kernel = conv.weight.detach().view(3, 3, 3, 5, 7).permute(4, 3, 0, 1, 2)
+    kernel = conv.weight.detach().view(3, 3, 3, 4, 7).permute(4, 3, 0, 1, 2)
     ref = at_nodes(octree, DEPTH, F.conv3d(dense(octree, DEPTH, x), kernel, padding=1))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_dwconv_equals_dense_depthwise_conv3d(octree: Octree, mode: str):
+def test_dwconv_equals_dense_depthwise_conv3d(octree: Octree, mode: str, path: str):
     torch.manual_seed(1)
     conv = OctreeDWConv(6)
     x = torch.randn(octree.num_nodes(DEPTH), 6)
-    out = conv(x, SlotPairs.from_table(octree.neighbours[DEPTH], centre=13))
+    out = run_conv(path, conv, x, SlotPairs.from_table(octree.neighbours[DEPTH], centre=13))
     kernel = conv.weight.detach().view(3, 3, 3, 6).permute(3, 0, 1, 2)[:, None]
     ref = at_nodes(octree, DEPTH, F.conv3d(dense(octree, DEPTH, x), kernel, padding=1, groups=6))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_conv2s2_equals_dense_strided_conv3d(octree: Octree, mode: str):
+def test_conv2s2_equals_dense_strided_conv3d(octree: Octree, mode: str, path: str):
     torch.manual_seed(2)
     conv = OctreeConv(4, 3, 8, bias=True)
     with torch.no_grad():
         conv.bias.normal_()
     x = torch.randn(octree.num_nodes(DEPTH), 4)
-    out = conv(x, SlotPairs.from_table(octree.children[DEPTH - 1]))
+    out = run_conv(path, conv, x, SlotPairs.from_table(octree.children[DEPTH - 1]))
     # child slot 4x + 2y + z -> kernel[o, i, x, y, z]
     kernel = conv.weight.detach().view(2, 2, 2, 4, 3).permute(4, 3, 0, 1, 2)
     ref = F.conv3d(dense(octree, DEPTH, x), kernel, conv.bias.detach(), stride=2)
@@ -192,6 +212,20 @@ def test_rpe_is_sum_of_per_axis_lookups():
         torch.testing.assert_close(bias[:, w, i, j].detach(), expect)
     bias.sum().backward()  # every lookup reaches the table
     assert rpe.table.grad is not None and rpe.table.grad.abs().sum() > 0
+
+
+def test_rpe_tables_are_reused_until_the_parameter_changes():
+    torch.manual_seed(4)
+    rpe = RPE(num_heads=2, bound=2)
+    index = rpe_index(torch.randint(-3, 4, (1, 3, 3, 3)), 2)
+    with torch.no_grad():
+        first = rpe.tables()
+        assert rpe.tables() is first  # kept
+        before = rpe(index)
+        rpe.table.add_(1.0)  # in place: a new version
+        assert rpe.tables() is not first
+        torch.testing.assert_close(rpe(index), before + 3.0)  # three lookups of +1 each
+    assert rpe.tables()[0].requires_grad  # with gradients: built afresh, in the graph
 
 
 @pytest.mark.parametrize("fill", [0.0, 1.1])  # dense / sparse tables
@@ -303,6 +337,9 @@ def test_serial_cpu_leaves_descriptors_unchanged(
     torch.manual_seed(9)
     monkeypatch.setattr(layers, "DENSE_FILL", fill)
     monkeypatch.setattr(layers, "MIN_SPLIT_ROWS", 16)  # split even these small clouds
+    if fill == 0.0:  # and the per-slot paths of every conv
+        monkeypatch.setattr(layers, "IM2COL_WIDTH", 0)
+        monkeypatch.setattr(layers, "DW_GATHER_ALL", 0)
     model = create_model("hotformerloc-small", **overrides).eval()
     clouds = [torch.rand(3000, 3) * 2 - 1, torch.rand(2000, 3) * 2 - 1]
     saved = torch.get_num_threads()
@@ -394,3 +431,30 @@ def test_attention_layout_part_rows_cover_the_valid_slots():
     slots, tokens = layout.part_rows(1, 3)
     assert slots.tolist() == [0, 3, 4, 5] and tokens.tolist() == [2, 3, 4, 5]
     assert layout.part_rows(1, 3)[0] is slots  # cached
+
+
+def test_a_forked_child_makes_its_own_split_threads():
+    """The parent's worker threads do not survive fork: a child's forward must not wait on
+    them."""
+    import multiprocessing as mp
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad(), layers.serial_cpu(torch.device("cpu")):
+            layers.split_run(400, lambda a, b: None)  # the parent's pool exists now
+        ctx = mp.get_context("fork")
+        proc = ctx.Process(target=_split_in_child)
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _split_in_child() -> None:
+    torch.set_num_threads(2)
+    done: list[int] = []
+    with torch.no_grad(), layers.serial_cpu(torch.device("cpu")):
+        layers.split_run(400, lambda a, b: done.append(b - a))
+    raise SystemExit(0 if sorted(done) == [200, 200] else 1)

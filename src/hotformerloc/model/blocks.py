@@ -321,7 +321,8 @@ class OctFormerBlock(PreNormBlock):
             pair = view.pair_mask(dilation, relay, dtype)
             return lambda a, b: None if pair is None else pair[:, a:b]
         index = view.bias_index(dilation, rpe.bound, relay)
-        return lambda a, b: rpe(index[:, a:b])
+        tables = rpe.tables()  # built once for every range of windows
+        return lambda a, b: RPE.lookup(tables, index[:, a:b])
 
     def forward(  # type: ignore[override]  # a DepthView replaces the base's layout args
         self, x: Tensor, view: DepthView, relay: Tensor | None = None
@@ -438,10 +439,10 @@ class HOTFormerBlock(nn.Module):
     ) -> tuple[list[Tensor], list[Tensor]]:
         """``feats[j]`` (N_j, C), ``relays[j]`` (nw_j, C) per level; ``relay_layout`` groups
         ``cat(relays)`` by sample (``relay_batch_id`` its (sum nw_j,) samples)."""
+        if not self.training and splitting(feats[0], self.rtsa.norm1.weight):
+            return self._levels_at_once(feats, relays, views, relay_layout)
         rt = self.rtsa(torch.cat(relays), relay_layout, relay_batch_id, views[0].batch_size)
         relays = list(rt.split([r.shape[0] for r in relays]))
-        if not self.training and splitting(feats[0], self.rtsa.norm1.weight):
-            return self._levels_at_once(feats, relays, views)
         out_f, out_r = [], []
         for block, f, r, view in zip(self.hosa, feats, relays, views, strict=True):
             f, r = block(f, view, r)
@@ -450,16 +451,23 @@ class HOTFormerBlock(nn.Module):
         return out_f, out_r
 
     def _levels_at_once(
-        self, feats: list[Tensor], relays: list[Tensor], views: list[DepthView]
+        self,
+        feats: list[Tensor],
+        relays: list[Tensor],
+        views: list[DepthView],
+        relay_layout: AttentionLayout,
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """The H-OSA blocks of all levels in CPU inference: the CPEs of all levels run as
-        one set of jobs, then the attention and MLP of all levels (levels are independent)."""
+        """CPU inference: the RTSA and the CPEs of all levels run as one set of jobs (the
+        CPEs do not read the relay tokens), then the attention and MLP of all levels (the
+        levels are independent)."""
         hosa = cast("list[OctFormerBlock]", list(self.hosa))
+        rt, rtsa = self.rtsa.job(torch.cat(relays), relay_layout, lambda a, b: None)
         cpes = [
             block.cpe.job(f, view.neighbours, residual=True)
             for block, f, view in zip(hosa, feats, views, strict=True)
         ]
-        run_jobs([job for _, job in cpes])
+        run_jobs([rtsa, *(job for _, job in cpes)])
+        relays = list(rt.split([r.shape[0] for r in relays]))
         outs = [
             block.job(torch.cat([x, r]), view.relay_layout, block.mask_of(view, True, x.dtype))
             for block, (x, _), r, view in zip(hosa, cpes, relays, views, strict=True)

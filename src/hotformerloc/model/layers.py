@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,16 @@ MASK_VALUE = -1.0e4
 #: :meth:`SlotPairs.tiles`).
 CHUNK_BYTES = 4 << 20
 
+#: Dense depthwise convs of at most this many output elements (rows x channels) gather all
+#: 27 slots at once: 3 ops instead of 52 (the per-op cost dominates small inputs, most of
+#: all when parts run at once on threads).
+DW_GATHER_ALL = 1 << 16
+
+#: Octree convs with at most this many inputs per output row (slots x input channels, e.g.
+#: the 3-channel first conv) gather them side by side and run one matmul per chunk at
+#: inference, whatever the table's fill: there is no tile plan to build per octree.
+IM2COL_WIDTH = 128
+
 #: Conv tables at least this full (outside the centre slot) are computed densely
 #: (zeros for empty neighbours), sparser ones over their non-empty pairs only.
 DENSE_FILL = 0.35
@@ -50,6 +61,16 @@ MIN_SPLIT_ROWS = 128
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's worker threads do not exist there."""
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -398,7 +419,10 @@ class OctreeConv(nn.Module):
         w = self.weight
         centre = pairs.centre
         xp = with_zero_row(x)
-        if pairs.sparse:
+        if self.in_channels * self.num_slots <= IM2COL_WIDTH and in_place_ok(x, w):
+            out = x.new_empty(pairs.num_out, self.out_channels)
+            split_run(pairs.num_out, lambda a, b: self._im2col_rows(xp, pairs, a, b, out))
+        elif pairs.sparse:
             pair_bytes = (self.in_channels + self.out_channels) * x.element_size()
             parts = split_parts(pairs.num_out)
             tiles = pairs.tiles(pair_bytes, x.device, parts)
@@ -426,6 +450,18 @@ class OctreeConv(nn.Module):
                 if s != centre:
                     out = torch.addmm(out, xp.index_select(0, pairs.table_t[s]), w[s])
         return out if self.bias is None else out + self.bias
+
+    def _im2col_rows(self, xp: Tensor, pairs: SlotPairs, a: int, b: int, out: Tensor) -> None:
+        """Output rows [a, b) into ``out`` (inference, few input channels): all slots'
+        inputs gathered side by side (zeros where empty) and one matmul, per chunk."""
+        width = self.num_slots * self.in_channels
+        w = self.weight.view(width, self.out_channels)
+        step = max(1, CHUNK_BYTES // (width * xp.element_size()))
+        for start in range(a, b, step):
+            stop = min(b, start + step)
+            g = xp.index_select(0, pairs.table[start:stop].reshape(-1)).view(-1, width)
+            with matmul_threads():
+                torch.mm(g, w, out=out[start:stop])
 
     def _tile(self, x: Tensor, xp: Tensor, tile: PairTile, centre: int | None) -> Tensor:
         """The output rows of one sparse tile, (R, Cout), bias excluded."""
@@ -507,8 +543,12 @@ class OctreeDWConv(nn.Module):
         return torch.addcmul(tile.reduce(vals), x[tile.rows], w[13])
 
     def _dense_rows(self, x: Tensor, xp: Tensor, pairs: SlotPairs, a: int, b: int) -> Tensor:
-        """Output rows [a, b) of the dense path (in place into one reused buffer)."""
+        """Output rows [a, b) of the dense path: a few rows in one gather of all 27 slots;
+        more, per slot, accumulated in place into one reused buffer."""
         w = self.weight
+        if (b - a) * x.shape[1] <= DW_GATHER_ALL:
+            g = xp.index_select(0, pairs.table_t[:, a:b].reshape(-1))
+            return g.view(27, b - a, x.shape[1]).mul_(w[:, None]).sum(0)
         out = x[a:b] * w[13]
         buf = torch.empty_like(out)
         for s in range(27):
@@ -574,6 +614,7 @@ class RPE(nn.Module):
         super().__init__()
         self.bound = bound
         self.table = nn.Parameter(trunc_normal_(torch.empty(3 * (2 * bound + 1), num_heads)))
+        self._cached: tuple[tuple[object, ...], tuple[Tensor, Tensor]] | None = None
 
     def forward(self, index: Tensor) -> Tensor:
         """``index`` (2, nw, L, L) int64 from :func:`rpe_index` -> bias + mask (H, nw, L, L),
@@ -581,7 +622,24 @@ class RPE(nn.Module):
 
         Code :func:`rpe_zero_code` adds 0 and :func:`rpe_mask_code` adds ``MASK_VALUE``.
         """
-        _, nw, length, _ = index.shape
+        return self.lookup(self.tables(), index)
+
+    def tables(self) -> tuple[Tensor, Tensor]:
+        """The two lookup tables, (H, side^2 + 2) x-y sums and (H, side + 2) z, each with
+        the zero and the mask code last (build once, look up per range of windows).
+
+        Without gradients they are kept and reused until the parameter changes (its
+        version counter, storage, device or dtype); an inference-tensor parameter (made
+        inside ``inference_mode``) has no version counter and gets them built afresh."""
+        p = self.table
+        if (torch.is_grad_enabled() and p.requires_grad) or p.is_inference():
+            return self._build()  # in the graph / no version counter to check
+        key = (p._version, p.data_ptr(), p.device, p.dtype, torch.is_inference_mode_enabled())
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._build())
+        return self._cached[1]
+
+    def _build(self) -> tuple[Tensor, Tensor]:
         side = 2 * self.bound + 1
         t = self.table.t().view(-1, 3, side)  # (H, axis, offset)
         heads = t.shape[0]
@@ -589,11 +647,16 @@ class RPE(nn.Module):
         # (H, side * side) x-major sums, then the zero and mask codes (2 / 3 and 1 / 3 of
         # the mask in the two lookups, as three per-axis rows of MASK_VALUE / 3 did).
         xy = (t[:, 0, :, None] + t[:, 1, None, :]).reshape(heads, side * side)
-        xy = torch.cat([xy, extra + extra], 1)
-        z = torch.cat([t[:, 2], extra], 1)
+        return torch.cat([xy, extra + extra], 1), torch.cat([t[:, 2], extra], 1)
+
+    @staticmethod
+    def lookup(tables: tuple[Tensor, Tensor], index: Tensor) -> Tensor:
+        """:meth:`forward` with the :meth:`tables` given."""
+        xy, z = tables
+        _, nw, length, _ = index.shape
         bias = xy.index_select(1, index[0].reshape(-1))
         bias.add_(z.index_select(1, index[1].reshape(-1)))
-        return bias.view(heads, nw, length, length)
+        return bias.view(xy.shape[0], nw, length, length)
 
 
 def rpe_index(offsets: Tensor, bound: int) -> Tensor:
