@@ -192,8 +192,7 @@ def run_jobs(jobs: Sequence[Job]) -> None:
     threads = _SPLIT_PARTS.get()
     tasks = []
     for job in jobs:
-        parts = max(1, min(threads, job.n // max(job.min_rows, 1)))
-        bounds = split_bounds(job.n, parts)
+        bounds = split_bounds(job.n, split_parts(job.n, job.min_rows))
         tasks += [(job.fn, a, b) for a, b in itertools.pairwise(bounds)]
     if threads == 1 or len(tasks) == 1:
         for fn, a, b in tasks:
