@@ -22,6 +22,7 @@ from hotformerloc.model.layers import (
     fill_codes_,
     rpe_index,
     rpe_mask_code,
+    rpe_window_index,
     rpe_zero_code,
 )
 from hotformerloc.octree import (
@@ -212,6 +213,28 @@ def test_rpe_is_sum_of_per_axis_lookups():
         torch.testing.assert_close(bias[:, w, i, j].detach(), expect)
     bias.sum().backward()  # every lookup reaches the table
     assert rpe.table.grad is not None and rpe.table.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("dilation", "bound"), [(1, 2), (2, 3), (1, 40)])
+def test_rpe_window_index_equals_codes_of_relative_offsets(
+    octree: Octree, dilation: int, bound: int
+):
+    windows = window_partition(octree, 3, 8, dilation)
+    assert not windows.valid.all()  # padding pairs are exercised
+    expect = rpe_index(relative_offsets(octree, 3, windows), bound)
+    coords = octree.coords(3)[windows.index.clamp(min=0)]
+    got = rpe_window_index(coords, windows.valid, bound)
+    assert got.dtype == torch.int64 and torch.equal(got, expect)
+
+
+def test_rpe_window_index_clamps_and_zeroes_padding():
+    coords = torch.tensor([[[0, 0, 0], [5, -1, 2], [9, 9, 9]]])
+    valid = torch.tensor([[True, True, False]])
+    index = rpe_window_index(coords, valid, bound=2)  # side 5: xy = (dx+2)*5 + dy+2
+    assert index[:, 0, 0, 1].tolist() == [0 * 5 + 3, 0]  # (-5, 1, -2) clamped to (-2, 1, -2)
+    assert index[:, 0, 1, 0].tolist() == [4 * 5 + 1, 4]  # (5, -1, 2) clamped to (2, -1, 2)
+    zero_offset = [2 * 5 + 2, 2]
+    assert index[:, 0, 0, 2].tolist() == zero_offset and index[:, 0, 2, 1].tolist() == zero_offset
 
 
 def test_rpe_tables_are_reused_until_the_parameter_changes():

@@ -38,8 +38,8 @@ from hotformerloc.model.layers import (
     SlotPairs,
     fill_codes_,
     matmul_threads,
-    rpe_index,
     rpe_mask_code,
+    rpe_window_index,
     rpe_zero_code,
     run_jobs,
     splitting,
@@ -48,7 +48,6 @@ from hotformerloc.octree import (
     Octree,
     Windows,
     node_corner_coords,
-    relative_offsets,
     window_partition,
 )
 from hotformerloc.octree.windows import WindowBatching
@@ -183,7 +182,7 @@ class DepthView:
         return self._cached(("pair_mask", dilation, relay, dtype), make)
 
     def bias_index(self, dilation: int, bound: int, relay: bool) -> Tensor:
-        """(2, nw, L, L) int64 codes for :class:`RPE` (see :func:`rpe_index`).
+        """(2, nw, L, L) int64 codes for :class:`RPE` (see :func:`rpe_window_index`).
 
         Windows at ``dilation`` (L = K), or with relay tokens prepended (``relay``, L = K + 1,
         non-dilated): clamped offsets for node pairs, the zero code for relay-token pairs,
@@ -193,11 +192,12 @@ class DepthView:
 
         def make() -> Tensor:
             win = self.windows(dilation)
-            index = rpe_index(relative_offsets(self.octree, self.depth, win), bound)
+            coords = self.octree.coords(self.depth)[win.index.clamp(min=0)]
+            index = rpe_window_index(coords, win.valid, bound)
             valid = win.valid
             if relay:
                 nw, k = valid.shape
-                zero = torch.tensor(rpe_zero_code(bound), device=index.device)
+                zero = torch.tensor(rpe_zero_code(bound), dtype=index.dtype, device=index.device)
                 with_relay = zero.view(2, 1, 1, 1).repeat(1, nw, k + 1, k + 1)
                 with_relay[:, :, 1:, 1:] = index
                 index = with_relay
@@ -285,11 +285,13 @@ class PreNormBlock(nn.Module):
             mask = mask_of(a, b)
             mask = key_mask[:, a:b] if mask is None else mask
             heads = self.attn.heads(self.norm1(t).view(b - a, length, -1), mask)
-            with matmul_threads():
-                t += self.attn.proj(heads.view(t.shape))
-            t += self.mlp(self.norm2(t))
+            # From here on per token: the valid slots only (no MLP on padding).
             slots, tokens = layout.part_rows(a, b)
-            out.index_copy_(0, tokens, t.index_select(0, slots))
+            t = t.index_select(0, slots)
+            with matmul_threads():
+                t += self.attn.proj(heads.view(-1, t.shape[1]).index_select(0, slots))
+            t += self.mlp(self.norm2(t))
+            out.index_copy_(0, tokens, t)
 
         return out, Job(nw, part, max(1, MIN_SPLIT_ROWS // length))
 

@@ -616,7 +616,8 @@ class RPE(nn.Module):
         self._cached: tuple[tuple[object, ...], tuple[Tensor, Tensor]] | None = None
 
     def forward(self, index: Tensor) -> Tensor:
-        """``index`` (2, nw, L, L) int64 from :func:`rpe_index` -> bias + mask (H, nw, L, L),
+        """``index`` (2, nw, L, L) int64 from :func:`rpe_index` or
+        :func:`rpe_window_index` -> bias + mask (H, nw, L, L),
         contiguous and head-major (the layout :class:`Attention` takes).
 
         Code :func:`rpe_zero_code` adds 0 and :func:`rpe_mask_code` adds ``MASK_VALUE``.
@@ -665,6 +666,34 @@ def rpe_index(offsets: Tensor, bound: int) -> Tensor:
     side = 2 * bound + 1
     c = offsets.clamp(-bound, bound) + bound
     return torch.stack([c[..., 0] * side + c[..., 1], c[..., 2]])
+
+
+def rpe_window_index(coords: Tensor, valid: Tensor, bound: int) -> Tensor:
+    """The :func:`rpe_index` codes of the token pairs of each window, built per axis.
+
+    Args:
+        coords: (nw, L, 3) integer cell coordinates of each window's tokens (any value at
+            padding slots).
+        valid: (nw, L) bool, False at padding slots.
+        bound: the RPE clamp b.
+
+    Returns:
+        (2, nw, L, L) int64 (int32 indices make the lookups slower), equal to
+        ``rpe_index(offsets, bound)`` for the offsets
+        ``coords[w, i] - coords[w, j]``, 0 where token i or j is padding (as
+        :func:`~hotformerloc.octree.relative_offsets` gives them), computed on one
+        (nw, L, L) int32 tensor per axis instead of the (nw, L, L, 3) int64 offsets.
+    """
+    side = 2 * bound + 1
+    c = coords.to(torch.int32)
+
+    def axis(k: int) -> Tensor:
+        return (c[:, :, None, k] - c[:, None, :, k]).clamp_(-bound, bound)
+
+    index = torch.stack([axis(0).mul_(side).add_(axis(1)), axis(2)]).add_(bound)
+    index[0].add_(bound * side)
+    padding = ~(valid[:, :, None] & valid[:, None, :])
+    return fill_codes_(index, padding, (bound * side + bound, bound)).long()
 
 
 def rpe_zero_code(bound: int) -> tuple[int, int]:

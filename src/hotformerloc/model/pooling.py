@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from hotformerloc.model.blocks import DepthView
 from hotformerloc.model.config import ModelConfig
-from hotformerloc.model.layers import init_linear
+from hotformerloc.model.layers import init_linear, matmul_threads
 
 
 class MixerLayer(nn.Module):
@@ -58,9 +58,10 @@ class PyramidAttnPoolMixer(nn.Module):
             layout = view.sample_layout
             tokens = layout.gather(x)[:, None]  # (B, 1, Nmax, C)
             query = q.to(x.dtype).expand(tokens.shape[0], 1, -1, -1)
-            out = F.scaled_dot_product_attention(
-                query, tokens, tokens, attn_mask=layout.key_mask(x.dtype)
-            )
+            with matmul_threads():
+                out = F.scaled_dot_product_attention(
+                    query, tokens, tokens, attn_mask=layout.key_mask(x.dtype)
+                )
             pooled.append(out[:, 0])
         z = torch.cat(pooled, 1)  # (B, M, C)
         z = self.mixer(z)
