@@ -687,11 +687,10 @@ def rpe_window_index(coords: Tensor, valid: Tensor, bound: int) -> Tensor:
     side = 2 * bound + 1
     c = coords.to(torch.int32)
 
-    def axis(k: int) -> Tensor:
-        return (c[:, :, None, k] - c[:, None, :, k]).clamp_(-bound, bound)
+    def axis(k: int) -> Tensor:  # clamped offset + b, in [0, 2b]
+        return (c[:, :, None, k] - c[:, None, :, k]).clamp_(-bound, bound).add_(bound)
 
-    index = torch.stack([axis(0).mul_(side).add_(axis(1)), axis(2)]).add_(bound)
-    index[0].add_(bound * side)
+    index = torch.stack([axis(0).mul_(side).add_(axis(1)), axis(2)])
     padding = ~(valid[:, :, None] & valid[:, None, :])
     return fill_codes_(index, padding, (bound * side + bound, bound)).long()
 
