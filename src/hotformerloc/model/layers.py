@@ -488,11 +488,15 @@ class OctreeConv(nn.Module):
             else:
                 o.zero_()
         buf = x.new_empty(b - a, x.shape[1])
+        # All slots' index rows and weights as views up front: less Python between ops
+        # (each op hands the GIL to the other part's thread and takes it back).
+        cols = pairs.table_t[:, a:b].unbind(0)
+        ws = w.unbind(0)
         for s in range(self.num_slots):
             if s != centre:
-                torch.index_select(xp, 0, pairs.table_t[s, a:b], out=buf)
+                torch.index_select(xp, 0, cols[s], out=buf)
                 with matmul_threads():
-                    o.addmm_(buf, w[s])
+                    o.addmm_(buf, ws[s])
 
 
 class OctreeDWConv(nn.Module):
@@ -550,9 +554,11 @@ class OctreeDWConv(nn.Module):
             return g.view(27, b - a, x.shape[1]).mul_(w[:, None]).sum(0)
         out = x[a:b] * w[13]
         buf = torch.empty_like(out)
+        cols = pairs.table_t[:, a:b].unbind(0)  # views up front, as in OctreeConv
+        ws = w.unbind(0)
         for s in range(27):
             if s != 13:
-                out.addcmul_(torch.index_select(xp, 0, pairs.table_t[s, a:b], out=buf), w[s])
+                out.addcmul_(torch.index_select(xp, 0, cols[s], out=buf), ws[s])
         return out
 
     def _plain(self, x: Tensor, pairs: SlotPairs) -> Tensor:
