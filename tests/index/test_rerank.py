@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
 from hotformerloc.config import ConfigError, from_dict
@@ -450,6 +451,22 @@ def test_pruning_keeps_the_best_candidate(lineup, refine_top) -> None:
     assert list(res.order[: len(refined)]) == refined and len(refined) == refine_top
     rest = [res.verifications[i].fitness for i in res.order[refine_top:]]
     assert rest == sorted(rest, reverse=True)
+
+
+def test_results_do_not_depend_on_threads(lineup) -> None:
+    """One thread or several: the same verifications, bit for bit (threaded FFTs split
+    the yaws; GICP's iterations stay on one thread), and torch's thread count is restored."""
+    query, cands, _ = lineup
+    before = torch.get_num_threads()
+    runs = []
+    for threads in (1, 2, 3):
+        cfg = RerankConfig(num_threads=threads, refine_top=0)
+        runs.append(rr.verify_many(prepare(query, cfg), [prepare(c, cfg) for c in cands], cfg))
+        assert torch.get_num_threads() == before
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            np.testing.assert_array_equal(a.pose, b.pose)
+            assert (a.fitness, a.rmse, a.converged) == (b.fitness, b.rmse, b.converged)
 
 
 def test_batched_coarse_yaws_match_per_candidate(lineup) -> None:
