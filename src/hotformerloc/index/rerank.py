@@ -100,8 +100,8 @@ class RerankConfig:
     * ``inlier_distance``: a query point is an inlier when a candidate point lies within
       this distance after alignment (fitness = inlier fraction);
     * ``min_points``: fewest points a cloud may have after downsampling;
-    * ``num_threads``: threads of GICP, covariance estimation and the FFTs (results do
-      not depend on it beyond float rounding);
+    * ``num_threads``: threads of the FFTs, the KD-tree and covariance estimation (GICP's
+      iterations run on one thread, so results do not depend on it);
     * ``coarse_factor``: the coarse search first scores every yaw on cells this many times
       ``bev_cell`` (1: off, every yaw at ``bev_cell``, the reference search);
     * ``coarse_yaws``: yaws (local maxima, best first) of that first pass searched again at
